@@ -1,0 +1,200 @@
+"""Carrying out a plan: compute each layer's new values, write them, and undo
+every write if anything fails, so a failed transfer leaves the target as it was.
+
+Example::
+
+    >>> import keras
+    >>> def build(n):
+    ...     x = keras.Input((3,))
+    ...     return keras.Model(x, keras.layers.Dense(n, name="out")(x))
+    >>> small, big = build(2), build(4)
+    >>> report = transfer(small, big, mode="subset")
+    >>> report.counts()
+    {'padded': 2}
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .adapters.base import ParamSpec
+from .adapters.graph import LayerInfo, layer_specs
+from .errors import GrowstageError, TransferError
+from .plan import Plan, plan, plan_for
+from .report import ACTIONS, PlanRow, render_json, render_table
+from .resize import resize
+from .snapshot import read_variable
+from .values import Param, as_snapshot
+
+WRITES = ("copied", "sliced", "padded")
+
+
+@dataclass
+class Report:
+    """The plan as carried out: printable as a table (``str``) and as JSON."""
+
+    rows: list[PlanRow]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_written: int = 0
+
+    def table(self, *, collapse_layers: bool = True) -> str:
+        return render_table(self.rows, collapse_layers=collapse_layers)
+
+    def to_json(self) -> str:
+        return render_json(self.rows, notes=self.notes, seconds=self.seconds, bytes_written=self.bytes_written)
+
+    def counts(self) -> dict[str, int]:
+        return {a: n for a in ACTIONS if (n := sum(r.action == a for r in self.rows))}
+
+    def row(self, target: str) -> PlanRow:
+        for r in self.rows:
+            if r.target == target:
+                return r
+        raise KeyError(target)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+@dataclass
+class ImportContext:
+    """What a custom importer gets besides the layer and the source values."""
+
+    layer_name: str
+    params: dict[str, ParamSpec]
+    source: dict[str, Param]
+    fill: Any
+
+    def resize(self, name: str, value: np.ndarray | None = None, *, source_name: str | None = None) -> np.ndarray:
+        """The source param ``source_name`` (default ``name``) resized block-wise to target param ``name``."""
+        spec = self.params[name]
+        prm = self.source[source_name or name]
+        old = prm.read() if value is None else np.asarray(value)
+        return resize(old, spec.shape, old_split=prm.split if value is None else None, new_split=spec.split,
+                      fill=_fill_value(self.fill, spec))
+
+    def assign(self, name: str, value: np.ndarray) -> None:
+        _assign(self.params[name], np.asarray(value))
+
+
+def _fill_value(fill: Any, spec: ParamSpec, current: np.ndarray | None = None) -> Any:
+    if fill == "init":
+        return current if current is not None else read_variable(spec.variable)
+    if fill == "zeros":
+        return 0
+    return fill
+
+
+def _assign(spec: ParamSpec, value: np.ndarray) -> None:
+    if tuple(value.shape) != spec.shape:
+        raise GrowstageError(f"param {spec.name}: value of shape {value.shape} for a variable of shape {spec.shape}")
+    spec.variable.assign(value)
+
+
+class _Undo:
+    """Remembers each variable's value before its first write, to restore on failure."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[Any, np.ndarray]] = []
+        self.seen: set[int] = set()
+
+    def keep(self, variable: Any, value: np.ndarray | None = None) -> None:
+        if id(variable) not in self.seen:
+            self.seen.add(id(variable))
+            self.saved.append((variable, read_variable(variable) if value is None else value))
+
+    def restore(self) -> None:
+        for variable, value in reversed(self.saved):
+            variable.assign(value)
+
+
+def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo) -> np.ndarray:
+    src_layer = row.source[: -len(row.param) - 1]
+    old = p.source.layers[src_layer][row.param].read()
+    target_dtype = np.dtype(spec.variable.dtype)
+    if row.action == "copied":
+        new = old
+        undo.keep(spec.variable)
+    else:
+        fill = p.fills.get(row.layer, "init")
+        current = read_variable(spec.variable)
+        undo.keep(spec.variable, current)
+        # resize() copies the fill array, so ``current`` stays intact as the undo value.
+        new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
+                     fill=_fill_value(fill, spec, current))
+    return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
+
+
+def apply(p: Plan) -> Report:
+    """Write the values a validated plan describes; all or nothing."""
+    t0 = time.perf_counter()
+    undo = _Undo()
+    written = 0
+    current = "?"
+    try:
+        for lname, info in p.targets.items():
+            current = lname
+            if lname in p.customs:
+                for spec in info.params:
+                    undo.keep(spec.variable)
+                _run_custom(p, lname, info)
+                continue
+            for row in p.rows_for(lname):
+                if row.action in WRITES:
+                    spec = info.param(row.param)
+                    new = _new_value(p, row, spec, undo)
+                    _assign(spec, new)
+                    written += new.nbytes
+    except BaseException as e:
+        undo.restore()
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise TransferError(f"transfer failed in layer {current!r}: {type(e).__name__}: {e}; "
+                            "every target value was restored") from e
+    return Report(list(p.rows), list(p.notes), time.perf_counter() - t0, written)
+
+
+def _run_custom(p: Plan, lname: str, info: LayerInfo) -> None:
+    rows = p.rows_for(lname)
+    src_names = {r.source[: -len(r.param) - 1] for r in rows if r.source}
+    src_layer = p.source.layers.get(next(iter(src_names)), {}) if src_names else p.source.layers.get(lname, {})
+    ctx = ImportContext(lname, {s.name: s for s in info.params}, src_layer, p.fills.get(lname, "init"))
+    values = {name: prm.read() for name, prm in src_layer.items()}
+    p.customs[lname](info.layer, values, context=ctx)
+
+
+def transfer(source: Any, model: Any, **options: Any) -> Report:
+    """Plan and apply: move ``source`` into ``model``.  Options as for :func:`growstage.plan`.
+
+    Raises :class:`~growstage.PlanError` (nothing changed) when the plan is
+    invalid and :class:`~growstage.TransferError` (everything restored) when
+    writing fails.
+    """
+    return apply(plan(source, model, **options))
+
+
+def set_param_values_by_dict(layer: Any, values: dict[str, Any], *, mode: str = "exact", fill: Any = "init",
+                             ignore_missing: bool = False, ignore_unused: bool = False,
+                             allow_cast: bool = False) -> Report:
+    """Set one layer's params from ``{param_name: array}`` (RETURNN's method of the same name).
+
+    Example::
+
+        >>> import keras, numpy as np
+        >>> d = keras.layers.Dense(3, name="d"); d.build((None, 2))
+        >>> r = set_param_values_by_dict(d, {"kernel": np.ones((2, 2), "f4"), "bias": np.ones(2, "f4")},
+        ...                              mode="subset", fill="zeros")
+        >>> d.bias.numpy()
+        array([1., 1., 0.], dtype=float32)
+    """
+    name = layer.name
+    targets = {name: LayerInfo(name, layer, layer_specs(layer), type(layer).__name__)}
+    src = as_snapshot({name: values})
+    return apply(plan_for(src, targets, mode=mode, fill=fill, ignore_missing=ignore_missing,
+                          ignore_unused=ignore_unused, allow_cast=allow_cast))
+
+

@@ -1,0 +1,139 @@
+"""Values dicts: ``{layer_name: {param_name: Param}}`` plus metadata.
+
+A :class:`Param` carries the array (or a lazy handle that reads it on
+demand), its split info and its axis roles.  A :class:`Snapshot` is the whole
+network's values dict.  numpy only: no framework import here.
+
+Example::
+
+    >>> import numpy as np
+    >>> snap = Snapshot({"out": {"kernel": Param(np.zeros((4, 2)), split=[[2, 2], [2]])}})
+    >>> snap["out"]["kernel"].shape
+    (4, 2)
+    >>> snap.values_dict()["out"]["kernel"].dtype
+    dtype('float64')
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from .errors import GrowstageError, UnknownNameError
+from .resize import Split, whole_split
+
+# Axis roles (see DESIGN.md): what an axis of a param is tied to.
+UNITS = "units"          # this layer's own units
+INPUT = "input"          # the units of the layer(s) feeding this one
+GATES = "gates"          # gate blocks x own units (LSTM/GRU)
+HEADS = "heads"          # attention heads
+HEAD_DIM = "head_dim"    # size per head
+SPATIAL = "spatial"      # conv kernel window
+VOCAB = "vocab"          # embedding rows
+OTHER = "other"          # anything else (kept as a whole)
+
+
+@dataclass
+class Param:
+    """One parameter: its value, split info and axis roles.
+
+    ``value`` is an ``np.ndarray`` or any object with ``shape``, ``dtype`` and a
+    ``read()`` method (a lazy file-backed array).  ``split`` may be ``None``
+    when unknown (it is then derived from the other side of a transfer).
+    """
+
+    value: Any
+    split: Split | None = None
+    roles: tuple[str, ...] | None = None
+    trainable: bool = True
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.value.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.value.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self) -> np.ndarray:
+        """The value as an ndarray (reads from disk for lazy params)."""
+        v = self.value
+        if isinstance(v, np.ndarray):
+            return v
+        if hasattr(v, "read"):
+            return v.read()
+        return np.asarray(v)
+
+    def split_or_whole(self) -> Split:
+        return self.split if self.split is not None else whole_split(self.shape)
+
+
+@dataclass
+class Snapshot(Mapping):
+    """The values dict of a network, with split info, roles and metadata.
+
+    Behaves as a read-only mapping ``layer -> {param: Param}``.
+    """
+
+    layers: dict[str, dict[str, Param]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, layer: str) -> dict[str, Param]:
+        try:
+            return self.layers[layer]
+        except KeyError:
+            raise UnknownNameError("layer", layer, self.layers) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def keys_flat(self) -> list[str]:
+        """``layer/param`` keys of every param."""
+        return [f"{l}/{p}" for l, ps in self.layers.items() for p in ps]
+
+    def values_dict(self) -> dict[str, dict[str, np.ndarray]]:
+        """Plain ``{layer: {param: ndarray}}`` (reads lazy params)."""
+        return {l: {p: prm.read() for p, prm in ps.items()} for l, ps in self.layers.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for ps in self.layers.values() for p in ps.values())
+
+    def close(self) -> None:
+        """Release a backing file, if any."""
+        closer = self.meta.get("_close")
+        if callable(closer):
+            closer()
+
+    def __enter__(self) -> "Snapshot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def as_snapshot(source: Any) -> Snapshot:
+    """Wrap a plain values dict ``{layer: {param: array}}`` as a :class:`Snapshot`."""
+    if isinstance(source, Snapshot):
+        return source
+    if not isinstance(source, Mapping):
+        raise GrowstageError(
+            f"cannot use a {type(source).__name__} as a values dict; expected a Snapshot, "
+            "a path to a growstage HDF5 file, a Keras model or {layer: {param: array}}")
+    layers: dict[str, dict[str, Param]] = {}
+    for lname, params in source.items():
+        if not isinstance(params, Mapping):
+            raise GrowstageError(f"values dict entry {lname!r} is a {type(params).__name__}, expected {{param: array}}")
+        layers[str(lname)] = {
+            str(p): v if isinstance(v, Param) else Param(np.asarray(v)) for p, v in params.items()
+        }
+    return Snapshot(layers)
