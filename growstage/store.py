@@ -89,14 +89,14 @@ def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None 
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".h5", dir=directory)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", track_order=True) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["meta"] = meta_json
             f.attrs["complete"] = False
-            root = f.create_group("params")
+            root = f.create_group("params", track_order=True)
             for lname, params in snap.layers.items():
-                g = root.create_group(_q(lname))
+                g = root.create_group(_q(lname), track_order=True)
                 g.attrs["name"] = lname
                 for pname, prm in params.items():
                     arr = np.ascontiguousarray(prm.read())

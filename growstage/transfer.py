@@ -107,9 +107,15 @@ class _Undo:
             self.seen.add(id(variable))
             self.saved.append((variable, read_variable(variable) if value is None else value))
 
-    def restore(self) -> None:
+    def restore(self) -> list[str]:
+        """Restore every saved value; returns the paths that could not be restored."""
+        lost = []
         for variable, value in reversed(self.saved):
-            variable.assign(value)
+            try:
+                variable.assign(value)
+            except Exception:  # keep restoring the others
+                lost.append(getattr(variable, "path", repr(variable)))
+        return lost
 
 
 def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo) -> np.ndarray:
@@ -150,11 +156,12 @@ def apply(p: Plan) -> Report:
                     _assign(spec, new)
                     written += new.nbytes
     except BaseException as e:
-        undo.restore()
+        lost = undo.restore()
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        raise TransferError(f"transfer failed in layer {current!r}: {type(e).__name__}: {e}; "
-                            "every target value was restored") from e
+        state = ("every target value was restored" if not lost
+                 else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
+        raise TransferError(f"transfer failed in layer {current!r}: {type(e).__name__}: {e}; {state}") from e
     return Report(list(p.rows), list(p.notes), time.perf_counter() - t0, written)
 
 
