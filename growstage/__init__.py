@@ -18,15 +18,17 @@ from .errors import (AutoNameError, GrowstageError, PlanError, ShapeError, Store
 from .plan import Plan, plan
 from .report import PlanRow
 from .resize import derive_split, resize
+from .schedule import Schedule, Stage, layerwise, stack
 from .snapshot import get_param_values_dict, snapshot
 from .store import load, save
+from .trainer import GrowingHistory, fit
 from .transfer import ImportContext, Report, apply, set_param_values_by_dict, transfer
 from .values import Param, Snapshot
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutoNameError", "GrowstageError", "ImportContext", "Param", "ParamSpec", "Plan", "PlanError", "PlanRow",
+    "AutoNameError", "GrowingHistory", "GrowstageError", "Schedule", "Stage", "fit", "layerwise", "stack", "ImportContext", "Param", "ParamSpec", "Plan", "PlanError", "PlanRow",
     "Report", "ShapeError", "Snapshot", "StoreError", "TransferError", "UnknownNameError", "apply",
     "derive_split", "get_param_values_dict", "load", "plan", "register_adapter", "resize", "save",
     "set_param_values_by_dict", "snapshot", "transfer",

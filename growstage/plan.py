@@ -129,6 +129,7 @@ def plan(
     ignore: Iterable[str] = (),
     ignore_missing: bool = False,
     ignore_unused: bool = False,
+    allow_new_layers: bool = False,
     on_values: Callable[[dict], dict | None] | None = None,
     allow_auto_names: bool = False,
     allow_cast: bool = False,
@@ -145,7 +146,9 @@ def plan(
     ``rename``: ``{source_layer: target_layer}``.  ``ignore``: source layers or
     ``layer/param`` keys not to use.  ``ignore_missing``: target params without
     a source keep their init.  ``ignore_unused``: source params without a home
-    are allowed.  ``on_values``: edits the source values dict first (RETURNN's
+    are allowed.  ``allow_new_layers``: a target layer absent from the source
+    keeps its init (growing deeper), while a missing param of a layer that
+    exists stays an error.  ``on_values``: edits the source values dict first (RETURNN's
     ``init_new_network_callback``).  ``allow_cast``: a dtype change is allowed.
     """
     src = resolve_source(source, allow_auto_names=allow_auto_names)
@@ -154,7 +157,8 @@ def plan(
     targets = describe(model, allow_auto_names=allow_auto_names)
     return plan_for(src, targets, mode=mode, fill=fill, modes=modes, fills=fills,
                     custom_param_importer=custom_param_importer, rename=rename, ignore=ignore,
-                    ignore_missing=ignore_missing, ignore_unused=ignore_unused, allow_cast=allow_cast)
+                    ignore_missing=ignore_missing, ignore_unused=ignore_unused,
+                    allow_new_layers=allow_new_layers, allow_cast=allow_cast)
 
 
 def plan_for(
@@ -170,6 +174,7 @@ def plan_for(
     ignore: Iterable[str] = (),
     ignore_missing: bool = False,
     ignore_unused: bool = False,
+    allow_new_layers: bool = False,
     allow_cast: bool = False,
 ) -> Plan:
     """:func:`plan` on an already resolved source and described target layers."""
@@ -245,7 +250,9 @@ def plan_for(
                                     prm.shape if prm is not None else None, reason="mode reset", **base))
                 continue
             if prm is None:
-                if ignore_missing:
+                if allow_new_layers and src_layer is None:
+                    rows.append(PlanRow(lname, spec.name, None, "kept-init", reason="new layer", **base))
+                elif ignore_missing:
                     rows.append(PlanRow(lname, spec.name, None, "kept-init", reason="no source (ignore_missing)", **base))
                 else:
                     pool = sorted(src_keys)

@@ -99,7 +99,9 @@ def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None 
                 g = root.create_group(_q(lname), track_order=True)
                 g.attrs["name"] = lname
                 for pname, prm in params.items():
-                    arr = np.ascontiguousarray(prm.read())
+                    arr = np.asarray(prm.read())
+                    if not arr.flags.c_contiguous:  # ascontiguousarray would turn 0-d into 1-d
+                        arr = np.ascontiguousarray(arr)
                     if arr.dtype.kind not in _ALLOWED_KINDS:
                         raise StoreError(path, f"param {lname}/{pname} has dtype {arr.dtype}; only numeric arrays are stored")
                     ds = g.create_dataset(_q(pname), data=arr)

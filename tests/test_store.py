@@ -38,6 +38,13 @@ def test_load_is_lazy_and_transfers_from_path(tmp_path):
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(new.weights, ref.weights))
 
 
+def test_scalars_keep_their_shape(tmp_path):
+    path = growstage.save({"opt": {"iterations": np.array(7, dtype=np.int64)}}, tmp_path / "s.h5")
+    with growstage.load(path) as back:
+        v = back["opt"]["iterations"].read()
+        assert v.shape == () and int(v) == 7
+
+
 def test_names_with_slashes_survive(tmp_path):
     vd = {"enc/conv1": {"kernel": np.arange(6.0).reshape(2, 3)}, "enc": {"conv1/kernel": np.zeros(2)}}
     path = growstage.save(vd, tmp_path / "x.h5")
