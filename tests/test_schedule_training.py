@@ -133,6 +133,18 @@ def test_optimizer_slots_follow_width_growth_entry_by_entry(opt):
     assert hist.epochs[-1]["stage"] == 1 and np.isfinite(hist.epochs[-1]["loss"])
 
 
+def test_old_models_are_released_after_each_transition():
+    import gc
+    import weakref
+    x, y = _data()
+    refs = []
+    fit(Schedule(_mlp_build, stages=[{"depth": d, "width": 4} for d in (1, 2, 3, 4)]), x, y, epochs=4, seed=0,
+        log=None, compile=lambda m, s: m.compile(optimizer="adam", loss="mse"),
+        on_epoch_end=lambda e, m, logs: refs.append(weakref.ref(m)))
+    gc.collect()
+    assert [r() is None for r in refs] == [True, True, True, True]
+
+
 def test_frozen_layers_and_learning_rate_per_stage_and_typos():
     x, y = _data()
     stages = [{"spec": {"depth": 2, "width": 4}}, {"spec": {"depth": 2, "width": 4}, "frozen": ["h0"], "learning_rate": 0.5}]
