@@ -13,6 +13,7 @@ Example::
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -70,7 +71,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def table(self, *, collapse_layers: bool = True) -> str:
-        return render_table(self.rows, collapse_layers=collapse_layers)
+        return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)
 
     def to_json(self) -> str:
         return render_json(self.rows, notes=self.notes)
@@ -120,19 +121,9 @@ def plan(
     source: Any,
     model: Any,
     *,
-    mode: str = "exact",
-    fill: Any = "init",
-    modes: Mapping[str, str] | None = None,
-    fills: Mapping[str, Any] | None = None,
-    custom_param_importer: Mapping[str, Callable | str] | None = None,
-    rename: Mapping[str, str] | None = None,
-    ignore: Iterable[str] = (),
-    ignore_missing: bool = False,
-    ignore_unused: bool = False,
-    allow_new_layers: bool = False,
     on_values: Callable[[dict], dict | None] | None = None,
     allow_auto_names: bool = False,
-    allow_cast: bool = False,
+    **options: Any,
 ) -> Plan:
     """Plan moving ``source`` into ``model``; raises :class:`PlanError` listing every problem.
 
@@ -151,14 +142,15 @@ def plan(
     exists stays an error.  ``on_values``: edits the source values dict first (RETURNN's
     ``init_new_network_callback``).  ``allow_cast``: a dtype change is allowed.
     """
+    known = [k for k in inspect.signature(plan_for).parameters if k not in ("src", "targets")]
+    for key in options:
+        if key not in known:
+            raise GrowstageError(f"unknown option {key!r}{did_you_mean(key, known + ['on_values', 'allow_auto_names'])}")
     src = resolve_source(source, allow_auto_names=allow_auto_names)
     if on_values is not None:
         src = _edit_values(src, on_values)
     targets = describe(model, allow_auto_names=allow_auto_names)
-    return plan_for(src, targets, mode=mode, fill=fill, modes=modes, fills=fills,
-                    custom_param_importer=custom_param_importer, rename=rename, ignore=ignore,
-                    ignore_missing=ignore_missing, ignore_unused=ignore_unused,
-                    allow_new_layers=allow_new_layers, allow_cast=allow_cast)
+    return plan_for(src, targets, **options)
 
 
 def plan_for(
@@ -177,7 +169,7 @@ def plan_for(
     allow_new_layers: bool = False,
     allow_cast: bool = False,
 ) -> Plan:
-    """:func:`plan` on an already resolved source and described target layers."""
+    """:func:`plan` on an already resolved source and described target layers (options as there)."""
     modes, fills = dict(modes or {}), dict(fills or {})
     customs_in = dict(custom_param_importer or {})
     rename, ignore = dict(rename or {}), list(ignore)
@@ -310,5 +302,5 @@ def plan_for(
                                 "list it in ignore=[...], pass ignore_unused=True, or rename= its layer")
     if problems:
         raise PlanError(problems)
-    notes = list(src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
+    notes = list(dict.fromkeys(list(src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]))
     return Plan(rows, src, targets, customs, {n: fills.get(n, fill) for n in targets}, notes)

@@ -98,8 +98,8 @@ def _fmt_shape(row: PlanRow) -> str:
     return f"{row.old_shape} -> {row.new_shape}"
 
 
-def render_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True) -> str:
-    """A plain-text table: target, action, source, shapes, reason."""
+def render_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True, notes: Iterable[str] = ()) -> str:
+    """A plain-text table: target, action, source, shapes, reason; then the counts and notes."""
     rows = list(rows)
     items = collapse(rows) if collapse_layers else [(r.target or r.source or "", r) for r in rows]
     table = [("param", "action", "source", "shape", "note")]
@@ -118,6 +118,7 @@ def render_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True) -> st
             lines.append("  ".join("-" * w for w in widths) + "  ----")
     counts = {a: sum(r.action == a for r in rows) for a in ACTIONS}
     lines.append(", ".join(f"{n} {a}" for a, n in counts.items() if n))
+    lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
 

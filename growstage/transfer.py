@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class Report:
     bytes_written: int = 0
 
     def table(self, *, collapse_layers: bool = True) -> str:
-        return render_table(self.rows, collapse_layers=collapse_layers)
+        return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)
 
     def to_json(self) -> str:
         return render_json(self.rows, notes=self.notes, seconds=self.seconds, bytes_written=self.bytes_written)

@@ -88,6 +88,8 @@ def test_unknown_layer_is_taken_whole_with_a_note_and_registration_hook_works():
     snap = growstage.snapshot(build(2, 1))
     assert snap["gain"]["w"].split == [[4]]
     assert any("no adapter for Scale" in n for n in snap.notes)
+    old, new = build(2, 1), build(2, 2)
+    assert "note: gain: no adapter for Scale: params taken whole" in str(growstage.transfer(old, new))
 
     @growstage.register_adapter(Scale)
     def _scale(layer, in_split):

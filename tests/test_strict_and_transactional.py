@@ -44,8 +44,10 @@ def test_exact_mode_refuses_shape_change_and_names_param():
     assert "mode='subset'" in msg
 
 
-def test_unknown_mode_and_fill_suggest():
+def test_unknown_mode_fill_and_option_suggest():
     old = build_blstm(4, seed=1)
+    with pytest.raises(growstage.GrowstageError, match="unknown option 'ignore_mising'; did you mean 'ignore_missing'"):
+        growstage.transfer(old, old, ignore_mising=True)
     with pytest.raises(growstage.GrowstageError, match="did you mean 'subset'"):
         growstage.plan(old, old, mode="subst")
     with pytest.raises(growstage.GrowstageError, match="did you mean 'zeros'"):

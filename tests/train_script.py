@@ -16,9 +16,6 @@ import tensorflow as tf
 import growstage
 from growstage.schedule import Schedule
 
-tf.config.experimental.enable_op_determinism()
-tf.config.threading.set_inter_op_parallelism_threads(1)
-tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 def build(stage):
@@ -30,6 +27,10 @@ def build(stage):
 
 
 def main():
+    # Here, not at import: pytest's doctest collection imports this file too.
+    tf.config.experimental.enable_op_determinism()
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
     ckpt, out = sys.argv[1], sys.argv[2]
     kill_after = int(sys.argv[sys.argv.index("--kill-after") + 1]) if "--kill-after" in sys.argv else None
     rng = np.random.default_rng(0)
