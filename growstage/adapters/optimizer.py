@@ -69,15 +69,14 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
                              allow_auto_names: bool = False) -> dict[str, int]:
     """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan).
 
-    Returns counts per outcome.  With ``reset=True`` slots stay zero and the
-    iteration count starts over.
+    Returns counts per outcome.  With ``reset=True``, or when the new stage
+    uses another optimizer class, slots stay zero and the iteration count
+    starts over.
     """
     opt = ensure_built(model)
     counts = {"slots_written": 0, "slots_zero": 0}
-    if reset:
+    if reset or (state.get("class") and state["class"] != type(opt).__name__):
         return counts
-    if state.get("class") and state["class"] != type(opt).__name__:
-        return {"slots_written": 0, "slots_zero": -1}  # another optimizer: nothing carries over
     opt.iterations.assign(state["iterations"])
     fams = _slot_families(opt)
     keys = _param_keys(model, allow_auto_names)
