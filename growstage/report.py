@@ -39,6 +39,11 @@ class PlanRow:
     def target(self) -> str | None:
         return f"{self.layer}/{self.param}" if self.layer is not None else None
 
+    @property
+    def source_layer(self) -> str | None:
+        """The source's layer name (layer names may contain ``/``; param names are kept)."""
+        return self.source[: -len(self.param) - 1] if self.source is not None and self.param else None
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["target"] = self.target
@@ -62,7 +67,7 @@ def _group_key(row: PlanRow):
             return None, None
         name = row.layer
     else:  # an unused or ignored source param: ``param`` is its name
-        name = (row.source or "")[: -len(row.param or "") - 1]
+        name = row.source_layer or ""
     m = _NUM.search(name)
     if not m:
         return None, None

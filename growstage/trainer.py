@@ -115,8 +115,7 @@ class _Run:
             p = plan(source, model, **opts)
             report = apply(p)
             if opt_state is not None:
-                transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer,
-                                         allow_auto_names=self.allow_auto_names)
+                transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer)
         return report
 
 

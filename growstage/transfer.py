@@ -119,8 +119,7 @@ class _Undo:
 
 
 def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo) -> np.ndarray:
-    src_layer = row.source[: -len(row.param) - 1]
-    old = p.source.layers[src_layer][row.param].read()
+    old = p.source.layers[row.source_layer][row.param].read()
     target_dtype = np.dtype(spec.variable.dtype)
     if row.action == "copied":
         new = old
@@ -167,7 +166,7 @@ def apply(p: Plan) -> Report:
 
 def _run_custom(p: Plan, lname: str, info: LayerInfo) -> None:
     rows = p.rows_for(lname)
-    src_names = {r.source[: -len(r.param) - 1] for r in rows if r.source}
+    src_names = {r.source_layer for r in rows if r.source}
     src_layer = p.source.layers.get(next(iter(src_names)), {}) if src_names else p.source.layers.get(lname, {})
     ctx = ImportContext(lname, {s.name: s for s in info.params}, src_layer, p.fills.get(lname, "init"))
     values = {name: prm.read() for name, prm in src_layer.items()}

@@ -37,15 +37,14 @@ def _slot_families(optimizer: Any) -> dict[str, list]:
     return fams
 
 
-def _param_keys(model: Any, allow_auto_names: bool) -> dict[int, tuple[str, str]]:
-    return {id(p.variable): (lname, p.name)
-            for lname, info in describe(model, allow_auto_names=allow_auto_names).items() for p in info.params}
+def _param_keys(infos: dict) -> dict[int, tuple[str, str]]:
+    return {id(p.variable): (lname, p.name) for lname, info in infos.items() for p in info.params}
 
 
 def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_names: bool = False) -> dict:
     """``{"iterations": int, "slots": {layer: {param: {family: ndarray}}}, "class": name}``."""
     opt = optimizer or model.optimizer
-    keys = _param_keys(model, allow_auto_names)
+    keys = _param_keys(describe(model, allow_auto_names=allow_auto_names))
     slots: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     fams = _slot_families(opt)
     for i, tv in enumerate(getattr(opt, "_trainable_variables", []) or []):
@@ -65,8 +64,7 @@ def ensure_built(model: Any) -> Any:
     return opt
 
 
-def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False,
-                             allow_auto_names: bool = False) -> dict[str, int]:
+def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False) -> dict[str, int]:
     """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan).
 
     Returns counts per outcome.  With ``reset=True``, or when the new stage
@@ -79,7 +77,7 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
         return counts
     opt.iterations.assign(state["iterations"])
     fams = _slot_families(opt)
-    keys = _param_keys(model, allow_auto_names)
+    keys = _param_keys(plan.targets)  # the plan already described this model
     index = {keys[id(tv)]: i for i, tv in enumerate(opt._trainable_variables) if id(tv) in keys}
     for row in plan.rows:
         if row.layer is None or (row.layer, row.param) not in index:
@@ -87,8 +85,7 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
         i = index[(row.layer, row.param)]
         src = None
         if row.source is not None and row.action in ("copied", "sliced", "padded", "custom"):
-            src_layer = row.source[: -len(row.param) - 1]
-            src = state["slots"].get(src_layer, {}).get(row.param)
+            src = state["slots"].get(row.source_layer, {}).get(row.param)
         for fam, vs in fams.items():
             var = vs[i]
             if src is None or fam not in src:
