@@ -1,41 +1,182 @@
 """The ``growstage`` command line.
 
-    growstage demo [--out DIR]          the layer-wise growing demo
-    growstage inspect PATH [--json]     names, shapes, dtypes and sizes of a snapshot
+    growstage demo [--out DIR]                      the layer-wise growing demo
+    growstage inspect PATH [--stats] [--json]       names, shapes, dtypes, sizes (any readable format)
+    growstage plan SRC --into MODULE:FUNCTION       dry-run table of a transfer into the model FUNCTION() builds
+    growstage average CKPT... -o OUT.h5             float tensors averaged, integer ones from the last
+    growstage diff A B [--json]                     what differs; exit 1 when anything does
+    growstage convert SRC OUT.h5 [rules]            any readable format to growstage HDF5
+
+Rules (plan, convert): --strip-prefix P, --add-prefix P, --rename OLD=NEW (a scope
+when OLD ends in '/'), --regex PATTERN=REPLACEMENT, --ignore NAME, --ignore-prefix P.
+Exit codes: 0 done, 1 diff found differences, 2 bad input (the message says what
+and how to fix it), 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
+import os
 import sys
+from typing import Any
 
 from .errors import GrowstageError
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    from .store import load
+def _load_builder(spec: str) -> Any:
+    """``package.module:function`` or ``path/file.py:function``, called with no arguments."""
+    mod_name, sep, func_name = spec.rpartition(":")
+    if not sep or not mod_name or not func_name:
+        raise GrowstageError(f"--into {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if mod_name.endswith(".py") or os.sep in mod_name:
+            loader_spec = importlib.util.spec_from_file_location("growstage_user_builder", mod_name)
+            if loader_spec is None or not os.path.exists(mod_name):
+                raise GrowstageError(f"--into {spec!r}: no such file {mod_name!r}")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise GrowstageError(f"--into {spec!r}: cannot import {mod_name!r} ({e})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise GrowstageError(f"--into {spec!r}: {mod_name} has no function {func_name!r}")
+    return func()
 
-    with load(args.path) as snap:
-        rows = [{"name": f"{l}/{p}", "shape": list(prm.shape), "dtype": str(prm.dtype), "bytes": prm.nbytes,
-                 "split": prm.split} for l, ps in snap.items() for p, prm in ps.items()]
-        meta = {k: v for k, v in snap.meta.items() if not k.startswith("_")}
-    if args.json:
-        print(json.dumps({"meta": meta, "params": rows}, indent=1))
-        return 0
+
+def _rules(args: argparse.Namespace) -> dict[str, Any] | None:
+    rules: dict[str, Any] = {}
+    for item in args.rename or []:
+        old, sep, new = item.partition("=")
+        if not sep:
+            raise GrowstageError(f"--rename {item!r}: expected OLD=NEW")
+        rules.setdefault("scopes" if old.endswith("/") or old == "" else "exact", {})[old] = new
+    for item in args.regex or []:
+        pat, sep, repl = item.partition("=")
+        if not sep:
+            raise GrowstageError(f"--regex {item!r}: expected PATTERN=REPLACEMENT")
+        rules.setdefault("regex", []).append((pat, repl))
+    for key in ("strip_prefix", "add_prefix"):
+        if getattr(args, key):
+            rules[key] = getattr(args, key)
+    if args.ignore:
+        rules["ignore_params"] = args.ignore
+    if args.ignore_prefix:
+        rules["ignore_params_prefixes"] = args.ignore_prefix
+    return rules or None
+
+
+def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=1, default=str))
+        return
+    rows = info["params"]
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
-        print(f"{r['name']:<{width}}  {str(tuple(r['shape'])):<16} {r['dtype']:<8} {r['bytes']:>12,d}")
-    print(f"{len(rows)} params, {sum(r['bytes'] for r in rows):,d} bytes; meta {json.dumps(meta, sort_keys=True)}")
-    return 0
+        line = f"{r['name']:<{width}}  {str(tuple(r['shape'])):<16} {r['dtype']:<8} {r['bytes']:>12,d}"
+        if "mean" in r:
+            line += f"  mean {r['mean']:+.4g} std {r['std']:.4g} min {r['min']:+.4g} max {r['max']:+.4g}"
+            if r.get("nonfinite"):
+                line += f"  NONFINITE {r['nonfinite']}"
+        print(line)
+    print(f"{len(rows)} tensors, {sum(r['bytes'] for r in rows):,d} bytes; {info['format']} file {info['path']}")
+    for note in info["notes"]:
+        print(f"note: {note}")
+    if info["meta"]:
+        print(f"meta {json.dumps(info['meta'], sort_keys=True, default=str)}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import fileops
+
+    if args.cmd == "inspect":
+        _print_inspect(fileops.inspect(args.path, stats=args.stats), args.json)
+        return 0
+    if args.cmd == "plan":
+        from .plan import plan
+
+        model = _load_builder(args.into)
+        opts: dict[str, Any] = {"mode": args.mode, "fill": args.fill}
+        for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names"):
+            if getattr(args, flag):
+                opts[flag] = True
+        p = plan(args.src, model, rules=_rules(args), **opts)
+        print(p.to_json() if args.json else p.table())
+        return 0
+    if args.cmd == "average":
+        out = fileops.average(args.ckpts, args.output)
+        print(f"wrote {out} (average of {len(args.ckpts)})")
+        return 0
+    if args.cmd == "diff":
+        d = fileops.diff(args.a, args.b)
+        if args.json:
+            print(json.dumps(d, indent=1))
+        else:
+            for n in d["only_a"]:
+                print(f"- {n}  (only in {args.a})")
+            for n in d["only_b"]:
+                print(f"+ {n}  (only in {args.b})")
+            for r in d["reshaped"]:
+                print(f"! {r['name']}  {tuple(r['a'][0])} {r['a'][1]} -> {tuple(r['b'][0])} {r['b'][1]}")
+            for r in d["changed"]:
+                print(f"~ {r['name']}  {r['n_changed']} values differ, max |a-b| {r['max_abs_diff']:.6g}")
+            if not any(d.values()):
+                print("identical")
+        return 1 if any(d.values()) else 0
+    if args.cmd == "convert":
+        out = fileops.convert(args.src, args.output, rules=_rules(args))
+        print(f"wrote {out}")
+        return 0
+    raise AssertionError(args.cmd)
+
+
+def _add_rule_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strip-prefix", dest="strip_prefix")
+    p.add_argument("--add-prefix", dest="add_prefix")
+    p.add_argument("--rename", action="append", metavar="OLD=NEW")
+    p.add_argument("--regex", action="append", metavar="PATTERN=REPL")
+    p.add_argument("--ignore", action="append", metavar="NAME")
+    p.add_argument("--ignore-prefix", dest="ignore_prefix", action="append", metavar="PREFIX")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("demo", help="run the layer-wise growing demo", add_help=False)
+    p = sub.add_parser("inspect", help="list the tensors of a checkpoint")
+    p.add_argument("path")
+    p.add_argument("--stats", action="store_true", help="mean, std, min, max (reads every tensor)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plan", help="dry-run table of a transfer")
+    p.add_argument("src")
+    p.add_argument("--into", required=True, metavar="MODULE:FUNCTION")
+    p.add_argument("--mode", default="subset")
+    p.add_argument("--fill", default="init")
+    for flag in ("ignore-missing", "ignore-unused", "allow-new-layers", "allow-cast", "allow-auto-names"):
+        p.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true")
+    p.add_argument("--json", action="store_true")
+    _add_rule_flags(p)
+    p = sub.add_parser("average", help="average checkpoints of one architecture")
+    p.add_argument("ckpts", nargs="+")
+    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("diff", help="compare two checkpoints")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("convert", help="any readable checkpoint to growstage HDF5")
+    p.add_argument("src")
+    p.add_argument("output")
+    _add_rule_flags(p)
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="run the layer-wise growing demo", add_help=False)
-    p = sub.add_parser("inspect", help="list the params of a growstage snapshot")
-    p.add_argument("path")
-    p.add_argument("--json", action="store_true")
+    ap = build_parser()
     args, rest = ap.parse_known_args(argv)
     try:
         if args.cmd == "demo":
@@ -44,10 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             return demo_main(rest)
         if rest:
             ap.error(f"unrecognized arguments: {' '.join(rest)}")
-        return _inspect(args)
+        return _run(args)
     except GrowstageError as e:
         print(f"growstage: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("growstage: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from .adapters.graph import LayerInfo, describe
 from .errors import GrowstageError, PlanError, ShapeError, did_you_mean
 from .report import PlanRow, render_json, render_table
 from .resize import derive_split
-from .values import Param, Snapshot, as_snapshot
+from .rules import Rules
+from .values import Param, Snapshot, as_snapshot, snapshot_from_flat
 
 MODES = ("exact", "ifpossible", "subset", "reset")
 FILLS = ("init", "zeros")
@@ -34,19 +35,40 @@ def _is_keras_model(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "weights") and hasattr(obj, "get_layer")
 
 
-def resolve_source(source: Any, *, allow_auto_names: bool = False) -> Snapshot:
-    """A Snapshot from a Snapshot, a growstage HDF5 path, a Keras model or a values dict."""
+def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None) -> Snapshot:
+    """A Snapshot from a Snapshot, a checkpoint path (any format the readers know), a Keras model or a values dict.
+
+    ``naming_model`` names the layers of Keras weight files (see :mod:`growstage.readers`).
+    """
     if isinstance(source, Snapshot):
         return source
     if isinstance(source, (str, os.PathLike)):
-        from .store import load
+        from .readers import detect_format, open_checkpoint
 
-        return load(source)
+        if detect_format(os.fspath(source)) == "growstage":
+            from .store import load
+
+            return load(source)
+        return open_checkpoint(source, model=naming_model).to_snapshot()
     if _is_keras_model(source):
         from .snapshot import snapshot
 
         return snapshot(source, allow_auto_names=allow_auto_names)
     return as_snapshot(source)
+
+
+def apply_rules(src: Snapshot, rules: Any, layer_names: Iterable[str]) -> Snapshot:
+    """``src`` renamed by :class:`~growstage.rules.Rules` and cut at the target's layer names.
+
+    Ignored names drop out (they show in the notes); one source param may feed several targets.
+    """
+    r = Rules.coerce(rules)
+    result = r.apply(src.keys_flat())
+    flat = src.flat()
+    notes = list(src.notes)
+    if result.ignored:
+        notes.append(f"{len(result.ignored)} source params dropped by ignore rules")
+    return snapshot_from_flat({t: flat[s] for t, s in result.targets.items()}, layer_names, meta=src.meta, notes=notes)
 
 
 def _check_fill(fill: Any, where: str) -> None:
@@ -99,6 +121,26 @@ def _edit_values(src: Snapshot, on_values: Callable) -> Snapshot:
     return Snapshot(layers, meta=src.meta, notes=src.notes)
 
 
+def _load_missing(src: Snapshot, targets: dict[str, LayerInfo], inv_rename: dict[str, str],
+                  func: Callable[[str, tuple, Any], Any]) -> Snapshot:
+    """Ask ``func(name, shape, reader)`` for every target param the source lacks (RETURNN's hook)."""
+    from .readers import from_snapshot
+
+    reader = from_snapshot(Snapshot(src.layers, meta={}), str(src.meta.get("_path", "<source>")))
+    layers = {l: dict(ps) for l, ps in src.layers.items()}
+    notes = list(src.notes)
+    for lname, info in targets.items():
+        src_lname = inv_rename.get(lname, lname)
+        for spec in info.params:
+            if spec.name in layers.get(src_lname, {}):
+                continue
+            value = func(f"{lname}/{spec.name}", spec.shape, reader)
+            if value is not None:
+                layers.setdefault(src_lname, {})[spec.name] = Param(np.asarray(value))
+                notes.append(f"{lname}/{spec.name}: value from custom_missing_load_func")
+    return Snapshot(layers, meta=src.meta, notes=notes)
+
+
 def _action_for_shapes(old_split, new_split) -> tuple[str, str]:
     grew, shrank = [], []
     for axis, (o, n) in enumerate(zip(old_split, new_split)):
@@ -141,15 +183,24 @@ def plan(
     keeps its init (growing deeper), while a missing param of a layer that
     exists stays an error.  ``on_values``: edits the source values dict first (RETURNN's
     ``init_new_network_callback``).  ``allow_cast``: a dtype change is allowed.
+    ``rules``: a :class:`~growstage.Rules` (or a dict of its fields) renaming
+    checkpoint names to target ``layer/param`` names.  ``source_model``: a model
+    of the architecture that wrote a Keras weight file, to name its layers
+    (default: ``model``).  ``custom_missing_load_func(name, shape, reader)``:
+    returns a value for a target param nothing else feeds, or None.
     """
     known = [k for k in inspect.signature(plan_for).parameters if k not in ("src", "targets")]
+    extra = ["on_values", "allow_auto_names", "rules", "source_model"]
     for key in options:
-        if key not in known:
-            raise GrowstageError(f"unknown option {key!r}{did_you_mean(key, known + ['on_values', 'allow_auto_names'])}")
-    src = resolve_source(source, allow_auto_names=allow_auto_names)
+        if key not in known + extra:
+            raise GrowstageError(f"unknown option {key!r}{did_you_mean(key, known + extra)}")
+    rules, source_model = options.pop("rules", None), options.pop("source_model", None)
+    src = resolve_source(source, allow_auto_names=allow_auto_names, naming_model=source_model or model)
+    targets = describe(model, allow_auto_names=allow_auto_names)
+    if rules is not None or not isinstance(source, Snapshot) and isinstance(source, (str, os.PathLike)):
+        src = apply_rules(src, rules, targets)
     if on_values is not None:
         src = _edit_values(src, on_values)
-    targets = describe(model, allow_auto_names=allow_auto_names)
     return plan_for(src, targets, **options)
 
 
@@ -168,6 +219,7 @@ def plan_for(
     ignore_unused: bool = False,
     allow_new_layers: bool = False,
     allow_cast: bool = False,
+    custom_missing_load_func: Callable[[str, tuple, Any], Any] | None = None,
 ) -> Plan:
     """:func:`plan` on an already resolved source and described target layers (options as there)."""
     modes, fills = dict(modes or {}), dict(fills or {})
@@ -213,6 +265,8 @@ def plan_for(
             problems.append(f"custom_param_importer[{name!r}] is a {type(c).__name__}; give a callable or a mode string")
 
     inv_rename = {new: old for old, new in rename.items()}
+    if custom_missing_load_func is not None:
+        src = _load_missing(src, targets, inv_rename, custom_missing_load_func)
     used: set[str] = set()
     rows: list[PlanRow] = []
 

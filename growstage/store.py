@@ -43,7 +43,8 @@ _ALLOWED_KINDS = "biuf"  # bool, int, uint, float: never object / string / void
 
 
 def _q(name: str) -> str:
-    return quote(name, safe="")
+    # "(root)" cannot be the quoted form of any name: quote() escapes parentheses
+    return quote(name, safe="") or "(root)"
 
 
 def crc32(arr: np.ndarray) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -162,6 +162,29 @@ def apply(p: Plan) -> Report:
                  else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
         raise TransferError(f"transfer failed in layer {current!r}: {type(e).__name__}: {e}; {state}") from e
     return Report(list(p.rows), list(p.notes), time.perf_counter() - t0, written)
+
+
+def write_all(writes: Iterable[tuple[str, Any, Callable[[], np.ndarray]]]) -> int:
+    """Assign ``load()`` to each ``(label, variable, load)``; all or nothing.  Returns bytes written."""
+    undo = _Undo()
+    written = 0
+    label = "?"
+    try:
+        for label, variable, load in writes:
+            value = np.asarray(load())
+            if tuple(value.shape) != tuple(variable.shape):
+                raise GrowstageError(f"value of shape {value.shape} for a variable of shape {tuple(variable.shape)}")
+            undo.keep(variable)
+            variable.assign(value.astype(np.dtype(variable.dtype), copy=False))
+            written += value.nbytes
+    except BaseException as e:
+        lost = undo.restore()
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        state = ("every target value was restored" if not lost
+                 else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
+        raise TransferError(f"writing {label!r} failed: {type(e).__name__}: {e}; {state}") from e
+    return written
 
 
 def _run_custom(p: Plan, lname: str, info: LayerInfo) -> None:

@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -98,7 +98,11 @@ class Snapshot(Mapping):
 
     def keys_flat(self) -> list[str]:
         """``layer/param`` keys of every param."""
-        return [f"{l}/{p}" for l, ps in self.layers.items() for p in ps]
+        return [join_name(l, p) for l, ps in self.layers.items() for p in ps]
+
+    def flat(self) -> dict[str, Param]:
+        """``{layer/param: Param}``."""
+        return {join_name(l, p): prm for l, ps in self.layers.items() for p, prm in ps.items()}
 
     def values_dict(self) -> dict[str, dict[str, np.ndarray]]:
         """Plain ``{layer: {param: ndarray}}`` (reads lazy params)."""
@@ -137,3 +141,36 @@ def as_snapshot(source: Any) -> Snapshot:
             str(p): v if isinstance(v, Param) else Param(np.asarray(v)) for p, v in params.items()
         }
     return Snapshot(layers)
+
+
+def join_name(layer: str, param: str) -> str:
+    return f"{layer}/{param}" if layer else param
+
+
+def split_name(name: str, layer_names: Iterable[str] = ()) -> tuple[str, str]:
+    """``(layer, param)`` for a flat name; known (possibly nested) layer names win.
+
+    >>> split_name("conv_layers/conv1/kernel", ["conv_layers/conv1"])
+    ('conv_layers/conv1', 'kernel')
+    >>> split_name("out/kernel"), split_name("step")
+    (('out', 'kernel'), ('', 'step'))
+    """
+    names = layer_names if isinstance(layer_names, (set, frozenset, Mapping)) else set(layer_names)
+    cut = name.rfind("/")
+    while cut > 0:
+        if name[:cut] in names:
+            return name[:cut], name[cut + 1:]
+        cut = name.rfind("/", 0, cut)
+    head, sep, tail = name.partition("/")
+    return (head, tail) if sep else ("", name)
+
+
+def snapshot_from_flat(flat: Mapping[str, Param], layer_names: Iterable[str] = (), *,
+                       meta: dict[str, Any] | None = None, notes: Iterable[str] = ()) -> Snapshot:
+    """A Snapshot from ``{layer/param: Param}``, cut at the given layer names."""
+    names = set(layer_names)
+    layers: dict[str, dict[str, Param]] = {}
+    for key, prm in flat.items():
+        lname, pname = split_name(key, names)
+        layers.setdefault(lname, {})[pname] = prm
+    return Snapshot(layers, meta=dict(meta or {}), notes=list(notes))

@@ -28,4 +28,4 @@ def test_inspect_lists_params_and_fails_clearly(tmp_path, capsys):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"nope")
     r = subprocess.run([sys.executable, "-m", "growstage.cli", "inspect", str(bad)], capture_output=True, text=True)
-    assert r.returncode == 2 and "bad.h5: not a readable HDF5 file" in r.stderr
+    assert r.returncode == 2 and "bad.h5: not a format growstage reads" in r.stderr

@@ -1,0 +1,203 @@
+"""Keras weight files: Keras 3 ``.weights.h5`` and ``.keras``, legacy Keras 2 ``.h5``.
+
+Keras 3 stores a layer under its class name plus a counter
+(``layers/dense_1/vars/0``); recent Keras also writes the layer's name as an
+attribute of its ``vars`` group, which is used when present.  Otherwise the
+counter names come from walking ``model`` (a model of the architecture that
+wrote the file) the way Keras does.  A variable index inside a layer becomes a
+growstage param name (``cell/kernel``) by asking that model's layer of the same
+name which variable Keras stores at that index.  Keras 2 files store
+variable names (``blstm/forward_lstm/lstm_cell/kernel:0``), which are turned
+into attribute paths (``forward_layer/cell/kernel``).
+
+Example::
+
+    >>> import keras, tempfile, os
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.weights.h5")
+    >>> m.save_weights(path)
+    >>> with open_keras_weights(path, model=m) as r:
+    ...     print(sorted(r), r.format)
+    ['out/bias', 'out/kernel'] keras3
+"""
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import StoreError
+from .base import Entry, Reader, is_numeric
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _counter_names(layers: list[Any]) -> dict[str, Any]:
+    """Keras 3's file keys for a list of layers: class name in snake case plus a counter."""
+    used: dict[str, int] = {}
+    out = {}
+    for layer in layers:
+        base = _snake(type(layer).__name__)
+        if base in used:
+            used[base] += 1
+            key = f"{base}_{used[base]}"
+        else:
+            used[base] = 0
+            key = base
+        out[key] = layer
+    return out
+
+
+def _ds_entry(ds: h5py.Dataset, path: str, label: str) -> Entry:
+    if not is_numeric(ds.dtype):
+        raise StoreError(path, f"tensor {label} has dtype {ds.dtype}, not a numeric type")
+
+    def load(index: Any) -> np.ndarray:
+        return ds[()] if index is None else ds[index]
+
+    return Entry(tuple(int(d) for d in ds.shape), ds.dtype, load, source=ds.name)
+
+
+def _own_variable_names(layer: Any, rel: str) -> dict[str, str]:
+    """``{"cell/vars/0": "cell/kernel", ...}`` for the sub-object path of ``rel`` inside ``layer``."""
+    from ..adapters.graph import layer_specs
+
+    attrs = rel.split("/")[:-2]
+    obj = layer
+    for a in attrs:
+        obj = getattr(obj, a, None)
+        if obj is None:
+            return {}
+    record: dict[str, Any] = {}
+    try:
+        obj.save_own_variables(record)
+    except Exception:
+        return {}
+    by_id = {id(s.variable): s.name for s in layer_specs(layer)}
+    prefix = "/".join(attrs + ["vars"])
+    return {f"{prefix}/{k}": by_id[id(v)] for k, v in record.items() if id(v) in by_id}
+
+
+def _walk_keras3(g: h5py.Group, path: str, model: Any, prefix: str, entries: dict[str, Entry], notes: list[str]) -> None:
+    sub_layers = list(getattr(model, "layers", []) or [])
+    by_counter = _counter_names(sub_layers)
+    by_name = {l.name: l for l in sub_layers}
+    for key, lg in g.items():
+        if not isinstance(lg, h5py.Group):
+            continue
+        name = lg["vars"].attrs.get("name") if isinstance(lg.get("vars"), h5py.Group) else None
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        layer = by_name.get(name) if name else by_counter.get(key)
+        if not name:
+            if layer is None:
+                raise StoreError(path, f"layer group {prefix}{key!r} has no name attribute and no layer of the naming "
+                                       "model maps to it; pass source_model= (a model of the architecture that wrote "
+                                       "the file) to map file keys to layer names")
+            name = layer.name
+        if isinstance(lg.get("layers"), h5py.Group):
+            _walk_keras3(lg["layers"], path, layer, f"{prefix}{name}/", entries, notes)
+            continue
+        datasets: list[tuple[str, h5py.Dataset]] = []
+        lg.visititems(lambda rel, obj: datasets.append((rel, obj)) if isinstance(obj, h5py.Dataset) else None)
+        names = _own_variable_names(layer, datasets[0][0]) if layer is not None and datasets else {}
+        for rel, ds in datasets:
+            if rel not in names and layer is not None:
+                names.update(_own_variable_names(layer, rel))
+            pname = names.get(rel)
+            if pname is None:
+                pname = rel
+                unnamed = f"{prefix}{name}: params keep their file keys (vars/N): no layer of that name in the naming model"
+                if unnamed not in notes:
+                    notes.append(unnamed)
+            entries[f"{prefix}{name}/{pname}"] = _ds_entry(ds, path, f"{prefix}{name}/{rel}")
+
+
+def _k2_param(rest: str) -> str:
+    comps = rest.split("/")
+    if len(comps) > 1 and comps[0].startswith(("forward_", "backward_")):
+        comps[0] = comps[0].split("_", 1)[0] + "_layer"
+    return "/".join("cell" if c.endswith("_cell") and i < len(comps) - 1 else c for i, c in enumerate(comps))
+
+
+def _strs(values: Any) -> list[str]:
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
+
+
+def _walk_keras2(root: h5py.Group, path: str, entries: dict[str, Entry]) -> None:
+    for lname in _strs(root.attrs["layer_names"]):
+        g = root[lname]
+        for wn in _strs(g.attrs.get("weight_names", [])):
+            base = wn[:-2] if wn.endswith(":0") else wn
+            if base.startswith(lname + "/"):
+                key = f"{lname}/{_k2_param(base[len(lname) + 1:])}"
+            else:  # a nested model: the weight name starts with the inner layer's name
+                inner, _, rest = base.partition("/")
+                key = f"{lname}/{inner}/{_k2_param(rest)}"
+            entries[key] = _ds_entry(g[wn], path, wn)
+
+
+def _open_h5(path: str, source: Any) -> h5py.File:
+    try:
+        return h5py.File(source, "r")
+    except Exception as e:
+        raise StoreError(path, f"not a readable HDF5 file ({e})") from None
+
+
+def open_keras_weights(path: str, *, model: Any = None) -> Reader:
+    """Open a Keras 3 ``.weights.h5`` / ``.keras`` or a Keras 2 ``.h5`` file lazily.
+
+    ``model``: a model of the architecture that wrote the file (or one with the
+    same layer names), used to name params and, for files without layer names,
+    to map Keras's class-name keys to layer names.
+    """
+    path = str(path)
+    closers = []
+    source: Any = path
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                members = z.namelist()
+                if "model.weights.h5" not in members:
+                    raise StoreError(path, f"a .keras archive without model.weights.h5 (members: {members[:8]})")
+                source = io.BytesIO(z.read("model.weights.h5"))
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise StoreError(path, f"damaged .keras archive ({e})") from None
+    f = _open_h5(path, source)
+    closers.append(f.close)
+    entries: dict[str, Entry] = {}
+    notes: list[str] = []
+    optimizer: dict[str, Entry] = {}
+    try:
+        if isinstance(f.get("layers"), h5py.Group):
+            fmt = "keras3"
+            _walk_keras3(f["layers"], path, model, "", entries, notes)
+            if isinstance(f.get("optimizer"), h5py.Group):
+                f["optimizer"].visititems(lambda rel, o: optimizer.__setitem__(f"optimizer/{rel}", _ds_entry(o, path, rel))
+                                          if isinstance(o, h5py.Dataset) else None)
+        else:
+            root = f["model_weights"] if isinstance(f.get("model_weights"), h5py.Group) else f
+            if "layer_names" not in root.attrs:
+                raise StoreError(path, "an HDF5 file that is neither a growstage snapshot nor a Keras weights file")
+            fmt = "keras2"
+            _walk_keras2(root, path, entries)
+            if isinstance(f.get("optimizer_weights"), h5py.Group):
+                f["optimizer_weights"].visititems(
+                    lambda rel, o: optimizer.__setitem__(rel, _ds_entry(o, path, rel)) if isinstance(o, h5py.Dataset) else None)
+    except StoreError:
+        f.close()
+        raise
+    except Exception as e:  # h5py raises KeyError/OSError/ValueError/RuntimeError on damage
+        f.close()
+        raise StoreError(path, f"damaged Keras weights file ({type(e).__name__}: {e})") from None
+    if optimizer:
+        notes.append(f"{len(optimizer)} optimizer tensors set apart (not params)")
+    return Reader(path, fmt, entries, notes=notes, optimizer=optimizer, closer=f.close)
