@@ -12,12 +12,18 @@ Example::
     >>> rep.row("enc/cell/kernel").action
     'padded'
 """
+from . import readers
 from .adapters import ParamSpec, register_adapter
+from .assignment import init_from_checkpoint
+from .convert import keras_lstm_to_tf1, tf1_lstm_to_keras
 from .errors import (AutoNameError, GrowstageError, PlanError, ShapeError, StoreError, TransferError,
                      UnknownNameError)
 from .plan import Plan, plan
+from .preload import preload
+from .readers import Reader, open_checkpoint
 from .report import PlanRow
 from .resize import derive_split, resize
+from .rules import Rules
 from .schedule import Schedule, Stage, layerwise, stack
 from .snapshot import get_param_values_dict, snapshot
 from .store import load, save
@@ -31,5 +37,6 @@ __all__ = [
     "AutoNameError", "GrowingHistory", "GrowstageError", "Schedule", "Stage", "fit", "layerwise", "stack", "ImportContext", "Param", "ParamSpec", "Plan", "PlanError", "PlanRow",
     "Report", "ShapeError", "Snapshot", "StoreError", "TransferError", "UnknownNameError", "apply",
     "derive_split", "get_param_values_dict", "load", "plan", "register_adapter", "resize", "save",
-    "set_param_values_by_dict", "snapshot", "transfer",
+    "set_param_values_by_dict", "snapshot", "transfer", "init_from_checkpoint", "keras_lstm_to_tf1",
+    "tf1_lstm_to_keras", "preload", "Reader", "open_checkpoint", "readers", "Rules",
 ]

@@ -36,6 +36,7 @@ from .adapters.optimizer import optimizer_state, transfer_optimizer_state
 from .checkpoint import latest_checkpoint, split_checkpoint, write_checkpoint
 from .errors import UnknownNameError
 from .plan import plan
+from .preload import preload
 from .schedule import Schedule, Stage
 from .snapshot import snapshot
 from .transfer import Report, apply
@@ -123,7 +124,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
         checkpoint_dir: str | None = None, keep: int = 3, resume: bool = False, seed: int | None = None,
         strategy: Any = None, reset_optimizer: bool = False, log: Callable[[str], None] | None = print,
         on_epoch_end: Callable[[int, Any, dict], None] | None = None, allow_auto_names: bool = False,
-        **fit_kwargs: Any) -> GrowingHistory:
+        preload_from_files: dict[str, dict] | None = None, **fit_kwargs: Any) -> GrowingHistory:
     """Train ``schedule`` for ``epochs`` epochs on ``x``/``y`` (anything ``model.fit`` takes).
 
     ``compile(model, stage)`` compiles a freshly built model (with a new
@@ -131,6 +132,9 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     ``tf.distribute`` strategy to build and transfer in.  ``reset_optimizer``:
     start each stage with fresh optimizer state instead of transferring it.
     ``on_epoch_end(epoch, model, logs)`` runs after the epoch's checkpoint.
+    ``preload_from_files``: RETURNN's option (see :func:`growstage.preload`);
+    its ``init_for_train`` entries load into the first model of a run that
+    starts from scratch, never into a resumed one.
     Other keyword arguments go to ``model.fit`` (``batch_size``, ``shuffle``...).
     """
     verbose = fit_kwargs.pop("verbose", 0)
@@ -157,6 +161,10 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
             run.prepare(model, stage)
             current = stage
             run.say(f"stage {stage.index}: built {model.name} ({model.count_params()} params)")
+            if preload_from_files:
+                rep = preload(model, preload_from_files, training=True, resuming=False,
+                              allow_auto_names=allow_auto_names)
+                run.say(f"preloaded:\n{rep.table()}")
         elif stage.index != current.index:
             model = _transition(run, hist, model, current, stage, epoch)
             current = stage

@@ -86,6 +86,46 @@ def _own_variable_names(layer: Any, rel: str) -> dict[str, str]:
     return {f"{prefix}/{k}": by_id[id(v)] for k, v in record.items() if id(v) in by_id}
 
 
+# Param names by variable index for common Keras 3 classes, used when no model names a layer;
+# only applied when the layer stores exactly this many variables.
+_DEFAULT_VARS = {
+    **{k: ("kernel", "bias") for k in ("dense", "einsum_dense", "conv1d", "conv2d", "conv3d")},
+    "embedding": ("embeddings",), "layer_normalization": ("gamma", "beta"),
+    "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "cell": ("kernel", "recurrent_kernel", "bias"),
+}
+_MHA_ATTRS = {"query_dense": "query", "key_dense": "key", "value_dense": "value", "output_dense": "attention_output"}
+
+
+def _default_names(key: str, rels: list[str]) -> dict[str, str]:
+    """Names for a layer's datasets from its class key alone (``dense_2`` -> kernel, bias)."""
+    groups: dict[str, list[str]] = {}
+    for rel in rels:
+        groups.setdefault(rel.rsplit("/vars/", 1)[0] if "/vars/" in rel else "", []).append(rel)
+    out = {}
+    for owner, members in groups.items():
+        last = owner.rsplit("/", 1)[-1] if owner else re.sub(r"_\d+$", "", key)
+        kind = "dense" if last in _MHA_ATTRS else last
+        names = _DEFAULT_VARS.get(kind)
+        if names is None or len(names) != len(members):
+            return {}
+        prefix = "/".join(_MHA_ATTRS.get(c, c) for c in owner.split("/")) + "/" if owner else ""
+        for rel in members:
+            out[rel] = prefix + names[int(rel.rsplit("/", 1)[1])]
+    return out
+
+
+def _find_nested(model: Any, name: str) -> Any:
+    """The layer called ``name`` anywhere inside ``model``'s nested models (file layers seen from a parent model)."""
+    for layer in getattr(model, "layers", None) or []:
+        if layer.name == name:
+            return layer
+        found = _find_nested(layer, name) if hasattr(layer, "layers") else None
+        if found is not None:
+            return found
+    return None
+
+
 def _walk_keras3(g: h5py.Group, path: str, model: Any, prefix: str, entries: dict[str, Entry], notes: list[str]) -> None:
     sub_layers = list(getattr(model, "layers", []) or [])
     by_counter = _counter_names(sub_layers)
@@ -96,7 +136,7 @@ def _walk_keras3(g: h5py.Group, path: str, model: Any, prefix: str, entries: dic
         name = lg["vars"].attrs.get("name") if isinstance(lg.get("vars"), h5py.Group) else None
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
-        layer = by_name.get(name) if name else by_counter.get(key)
+        layer = (by_name.get(name) or _find_nested(model, name)) if name else by_counter.get(key)
         if not name:
             if layer is None:
                 raise StoreError(path, f"layer group {prefix}{key!r} has no name attribute and no layer of the naming "
@@ -108,21 +148,33 @@ def _walk_keras3(g: h5py.Group, path: str, model: Any, prefix: str, entries: dic
             continue
         datasets: list[tuple[str, h5py.Dataset]] = []
         lg.visititems(lambda rel, obj: datasets.append((rel, obj)) if isinstance(obj, h5py.Dataset) else None)
-        names = _own_variable_names(layer, datasets[0][0]) if layer is not None and datasets else {}
+        names = (_own_variable_names(layer, datasets[0][0]) if layer is not None
+                 else _default_names(key, [rel for rel, _ in datasets])) if datasets else {}
         for rel, ds in datasets:
             if rel not in names and layer is not None:
                 names.update(_own_variable_names(layer, rel))
             pname = names.get(rel)
             if pname is None:
                 pname = rel
-                unnamed = f"{prefix}{name}: params keep their file keys (vars/N): no layer of that name in the naming model"
+                unnamed = (f"{prefix}{name}: params keep their file keys (vars/N); pass a model with a layer of "
+                           "that name to name them")
                 if unnamed not in notes:
                     notes.append(unnamed)
             entries[f"{prefix}{name}/{pname}"] = _ds_entry(ds, path, f"{prefix}{name}/{rel}")
 
 
-def _k2_param(rest: str) -> str:
-    comps = rest.split("/")
+# Keras 2 attribute names (TF2 object-based checkpoints) of sub-layers growstage names otherwise
+_K2_ATTRS = {"_query_dense": "query", "_key_dense": "key", "_value_dense": "value",
+             "_output_dense": "attention_output"}
+
+
+def k2_param(rest: str) -> str:
+    """A Keras 2 variable or attribute path inside a layer as a growstage param name.
+
+    >>> k2_param("forward_lstm/lstm_cell/kernel"), k2_param("_query_dense/bias")
+    ('forward_layer/cell/kernel', 'query/bias')
+    """
+    comps = [_K2_ATTRS.get(c, c) for c in rest.split("/")]
     if len(comps) > 1 and comps[0].startswith(("forward_", "backward_")):
         comps[0] = comps[0].split("_", 1)[0] + "_layer"
     return "/".join("cell" if c.endswith("_cell") and i < len(comps) - 1 else c for i, c in enumerate(comps))
@@ -138,10 +190,10 @@ def _walk_keras2(root: h5py.Group, path: str, entries: dict[str, Entry]) -> None
         for wn in _strs(g.attrs.get("weight_names", [])):
             base = wn[:-2] if wn.endswith(":0") else wn
             if base.startswith(lname + "/"):
-                key = f"{lname}/{_k2_param(base[len(lname) + 1:])}"
+                key = f"{lname}/{k2_param(base[len(lname) + 1:])}"
             else:  # a nested model: the weight name starts with the inner layer's name
                 inner, _, rest = base.partition("/")
-                key = f"{lname}/{inner}/{_k2_param(rest)}"
+                key = f"{lname}/{inner}/{k2_param(rest)}"
             entries[key] = _ds_entry(g[wn], path, wn)
 
 

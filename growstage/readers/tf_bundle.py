@@ -102,6 +102,8 @@ def _reassemble(entries: dict[str, Entry], notes: list[str]) -> dict[str, Entry]
             notes.append(f"{base}: parts have incompatible shapes {shapes}; kept as they are")
             continue
         axis = differ[0] if differ else 0
+        if not differ:
+            notes.append(f"{base}: parts have equal shapes, so the file does not tell the axis; assumed axis 0")
         for name in parts.values():
             del entries[name]
         entries[base] = _concat_entry(ents, axis)
@@ -121,10 +123,12 @@ def _map_layer_with_weights(entries: dict[str, Entry], path: str, model: Any, no
     if indices[-1] >= len(layers):
         raise StoreError(path, f"the checkpoint has {indices[-1] + 1} layers with weights but the model used to name "
                                f"them has {len(layers)}; pass source_model= a model of the architecture that wrote it")
+    from .keras_files import k2_param
+
     out: dict[str, Entry] = {}
     for name, e in entries.items():
         m = hits[name]
-        out[f"{layers[int(m.group(2))].name}{m.group(3)}" if m else name] = e
+        out[f"{layers[int(m.group(2))].name}/{k2_param(m.group(3)[1:])}" if m else name] = e
     notes.append(f"'layer_with_weights-N' mapped to layer names by the structure of model {model.name!r}")
     return out
 
