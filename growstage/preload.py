@@ -77,9 +77,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     if not layers:
         return Report([], notes)
     p = plan_for(Snapshot(layers), targets, ignore_missing=True)
-    loaded = {k for k in taken}
-    rows = [r for r in p.rows if r.target in loaded]
-    p.rows = rows
+    p.rows = [r for r in p.rows if r.target in taken]
     p.notes = notes + p.notes
     try:
         return apply(p)

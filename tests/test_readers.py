@@ -6,7 +6,7 @@ import tensorflow as tf
 import keras
 
 import growstage
-from growstage.errors import GrowstageError, PlanError, StoreError
+from growstage.errors import GrowstageError, StoreError
 from growstage.readers import open_checkpoint
 
 from conftest import build_blstm
