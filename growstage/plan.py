@@ -23,12 +23,13 @@ import numpy as np
 from .adapters.graph import LayerInfo, describe
 from .errors import GrowstageError, PlanError, ShapeError, did_you_mean
 from .report import PlanRow, render_json, render_table
+from .growth import PRESERVING
 from .resize import derive_split
 from .rules import Rules
 from .values import Param, Snapshot, as_snapshot, snapshot_from_flat
 
 MODES = ("exact", "ifpossible", "subset", "reset")
-FILLS = ("init", "zeros")
+FILLS = ("init", "zeros") + PRESERVING
 
 
 def _is_keras_model(obj: Any) -> bool:
@@ -91,6 +92,8 @@ class Plan:
     customs: dict[str, Callable] = field(default_factory=dict)
     fills: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fill_seed: int = 0
+    fill_noise: float = 0.0
 
     def table(self, *, collapse_layers: bool = True) -> str:
         return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)
@@ -220,6 +223,8 @@ def plan_for(
     allow_new_layers: bool = False,
     allow_cast: bool = False,
     custom_missing_load_func: Callable[[str, tuple, Any], Any] | None = None,
+    fill_seed: int = 0,
+    fill_noise: float = 0.0,
 ) -> Plan:
     """:func:`plan` on an already resolved source and described target layers (options as there)."""
     modes, fills = dict(modes or {}), dict(fills or {})
@@ -269,11 +274,17 @@ def plan_for(
         src = _load_missing(src, targets, inv_rename, custom_missing_load_func)
     used: set[str] = set()
     rows: list[PlanRow] = []
+    growth_notes: list[str] = []
+
+    def source_layer_of(lname: str) -> str | None:
+        s_name = inv_rename.get(lname, lname)
+        return None if s_name in rename and rename[s_name] != lname else s_name
+
+    new_layers = {l for l in targets if allow_new_layers and (source_layer_of(l) not in src.layers
+                                                              or source_layer_of(l) in ignored_layers)}
 
     for lname, info in targets.items():
-        src_lname = inv_rename.get(lname, lname)
-        if src_lname in rename and rename[src_lname] != lname:
-            src_lname = None  # this source layer was renamed away to another target
+        src_lname = source_layer_of(lname)  # None: this source layer was renamed away to another target
         src_layer = src.layers.get(src_lname) if src_lname is not None and src_lname not in ignored_layers else None
         lmode = modes.get(lname, mode)
         lfill = fills.get(lname, fill)
@@ -297,7 +308,7 @@ def plan_for(
                 continue
             if prm is None:
                 if allow_new_layers and src_layer is None:
-                    rows.append(PlanRow(lname, spec.name, None, "kept-init", reason="new layer", **base))
+                    rows.append(_new_layer_row(targets, lname, spec, lfill, new_layers, base))
                 elif ignore_missing:
                     rows.append(PlanRow(lname, spec.name, None, "kept-init", reason="no source (ignore_missing)", **base))
                 else:
@@ -338,6 +349,12 @@ def plan_for(
                                 f"but {spec.split[mism[0]]} in the target; give a custom_param_importer for this layer")
                 continue
             action, reason = _action_for_shapes(old_split, spec.split)
+            if action == "padded" and lfill in PRESERVING:
+                problems.extend(_check_growth(lname, spec.name, lfill, old_split, spec.split))
+                if info.kind == "LayerNormalization" and lfill != "double":
+                    growth_notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {lfill!r} the old "
+                                        "units' outputs change (mean and variance include the new units); "
+                                        "fill='double' keeps them exactly")
             rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
                                 fill=_fill_label(lfill) if action == "padded" else None, split_derived=derived, **base))
 
@@ -356,5 +373,31 @@ def plan_for(
                                 "list it in ignore=[...], pass ignore_unused=True, or rename= its layer")
     if problems:
         raise PlanError(problems)
-    notes = list(dict.fromkeys(list(src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]))
-    return Plan(rows, src, targets, customs, {n: fills.get(n, fill) for n in targets}, notes)
+    notes = list(dict.fromkeys(list(src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
+                               + growth_notes))
+    return Plan(rows, src, targets, customs, {n: fills.get(n, fill) for n in targets}, notes,
+                fill_seed=int(fill_seed), fill_noise=float(fill_noise))
+
+
+def _new_layer_row(targets: dict[str, LayerInfo], lname: str, spec: Any, fill: Any, new_layers: set[str],
+                   base: dict) -> PlanRow:
+    if not (isinstance(fill, str) and fill in PRESERVING):
+        return PlanRow(lname, spec.name, None, "kept-init", reason="new layer", **base)
+    from .adapters.deepen import new_layer_start, zeroed_params
+
+    action, reason = new_layer_start(targets, lname, new_layers)
+    if action == "zeroed" and spec.name not in zeroed_params(targets[lname]):
+        action = "kept-init"
+    return PlanRow(lname, spec.name, None, action, reason=reason, fill=fill, **base)
+
+
+def _check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> list[str]:
+    out = []
+    for axis, (o_blocks, n_blocks) in enumerate(zip(old_split, new_split)):
+        for o, n in zip(o_blocks, n_blocks):
+            if n > o and o == 0:
+                out.append(f"{lname}/{pname}: fill {fill!r} copies old units, but axis {axis} grows from 0")
+            elif n > o and fill == "double" and n != 2 * o:
+                out.append(f"{lname}/{pname}: fill 'double' needs each grown block exactly doubled; axis {axis} has "
+                           f"a block {o} -> {n}; use fill='net2net' or 'preserve' for other factors")
+    return out

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-ACTIONS = ("copied", "sliced", "padded", "kept-init", "custom", "ignored", "unused")
+ACTIONS = ("copied", "sliced", "padded", "identity", "zeroed", "kept-init", "custom", "ignored", "unused")
 
 
 @dataclass

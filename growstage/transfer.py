@@ -25,6 +25,8 @@ from .adapters.graph import LayerInfo, layer_specs
 from .errors import GrowstageError, TransferError
 from .plan import Plan, plan, plan_for
 from .report import ACTIONS, PlanRow, render_json, render_table
+from .adapters.deepen import start_values
+from .growth import for_row
 from .resize import resize
 from .snapshot import read_variable
 from .values import Param, as_snapshot
@@ -128,9 +130,13 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo) -> np.ndarra
         fill = p.fills.get(row.layer, "init")
         current = read_variable(spec.variable)
         undo.keep(spec.variable, current)
-        # resize() copies the fill array, so ``current`` stays intact as the undo value.
-        new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
-                     fill=_fill_value(fill, spec, current))
+        gm = for_row(row, spec.roles, fill, p.fill_seed)
+        if gm is not None:
+            new = gm.apply(old, fresh_value=current, noise=p.fill_noise, seed=p.fill_seed)
+        else:
+            # resize() copies the fill array, so ``current`` stays intact as the undo value.
+            new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
+                         fill=_fill_value(fill, spec, current))
     return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
 
 
@@ -148,12 +154,20 @@ def apply(p: Plan) -> Report:
                     undo.keep(spec.variable)
                 _run_custom(p, lname, info)
                 continue
+            starts: dict[str, np.ndarray] | None = None
             for row in p.rows_for(lname):
                 if row.action in WRITES:
                     spec = info.param(row.param)
                     new = _new_value(p, row, spec, undo)
                     _assign(spec, new)
                     written += new.nbytes
+                elif row.action in ("identity", "zeroed"):
+                    if starts is None:
+                        starts = start_values(info, row.action)
+                    spec = info.param(row.param)
+                    undo.keep(spec.variable)
+                    _assign(spec, starts[row.param])
+                    written += starts[row.param].nbytes
     except BaseException as e:
         lost = undo.restore()
         if isinstance(e, (KeyboardInterrupt, SystemExit)):

@@ -4,7 +4,10 @@ Slot families are found generically: every list attribute of the optimizer
 holding one variable per trainable variable, with matching shapes (Adam's
 ``_momentums`` and ``_velocities``, RMSprop's ``_velocities``, SGD's
 ``momentums``, ...).  Each slot is resized with the plan of its param: copied,
-sliced or padded block-wise, new entries zero.  The iteration count is kept.
+sliced or padded block-wise, new entries zero; under a function-preserving
+fill (net2net, double) a slot follows its param's growth map, scaled by
+``scale`` (first moments) or ``scale**2`` (second moments).  The iteration
+count is kept.
 
 Example::
 
@@ -21,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from ..resize import resize
+from ..growth import for_row
 from .graph import describe
+
+
+def slot_power(family: str) -> int:
+    """2 for slots that accumulate squared gradients (Adam's and RMSprop's velocities, Adagrad's
+    accumulators), else 1: a param scaled by s has its slot scaled by s**power."""
+    f = family.lower()
+    return 2 if ("veloc" in f or "accum" in f or "hat" in f) else 1
 
 
 def _slot_families(optimizer: Any) -> dict[str, list]:
@@ -92,8 +103,11 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
                 counts["slots_zero"] += 1
                 continue
             old = src[fam]
+            gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.fills.get(row.layer), plan.fill_seed)
             if old.shape == tuple(var.shape):
                 new = old
+            elif gm is not None:
+                new = gm.apply(old, fresh_value=None, power=slot_power(fam))
             else:
                 new = resize(old, tuple(var.shape), old_split=row.old_split, new_split=row.new_split, fill=0)
             var.assign(new.astype(np.dtype(var.dtype), copy=False))
