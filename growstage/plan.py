@@ -176,7 +176,9 @@ def plan(
     ``mode``: ``exact`` | ``ifpossible`` | ``subset`` | ``reset`` (RETURNN's
     ``copy_param_mode``); ``modes`` overrides it per target layer.
     ``fill``: what padded entries hold: ``init`` (the target's fresh init),
-    ``zeros``, a number or a callable; ``fills`` per target layer.
+    ``zeros``, a number or a callable, or a function-preserving fill
+    (``preserve``, ``net2net``, ``double``: see :mod:`growstage.growth`, with
+    ``fill_seed`` and ``fill_noise``); ``fills`` per target layer.
     ``custom_param_importer``: per target layer, a callable
     ``(layer, values, *, context)`` or a mode string.
     ``rename``: ``{source_layer: target_layer}``.  ``ignore``: source layers or
