@@ -18,24 +18,18 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .adapters.optimizer import ensure_built, optimizer_state
-from .errors import StoreError
+from .checkpoint_dir import checkpoint_path, latest_checkpoint, list_checkpoints, save_checkpoint
 from .snapshot import snapshot
-from .store import clean_stale_tmp, load, save
 from .values import Param, Snapshot
 
 OPT = "@optimizer"
-_NAME = re.compile(r"^epoch-(\d{4,})\.h5$")
-
-
-def checkpoint_path(directory: str | os.PathLike, epoch: int) -> Path:
-    return Path(directory) / f"epoch-{epoch:04d}.h5"
+__all__ = ["OPT", "checkpoint_path", "latest_checkpoint", "list_checkpoints", "split_checkpoint", "write_checkpoint"]
 
 
 def write_checkpoint(directory: str | os.PathLike, model: Any, *, epoch: int, stage: int, keep: int = 3,
@@ -53,49 +47,8 @@ def write_checkpoint(directory: str | os.PathLike, model: Any, *, epoch: int, st
                 f"{pname}#{fam}": Param(arr, split=snap.layers[lname][pname].split)
                 for pname, fams in params.items() for fam, arr in fams.items()}
         meta = {**(meta or {}), "optimizer": state["class"]}
-    path = save(Snapshot(layers, meta={**snap.meta, **(meta or {}), "epoch": epoch, "stage": stage}),
-                checkpoint_path(directory, epoch))
-    for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-        try:
-            os.unlink(old[1])
-        except OSError:
-            pass
-    return path
-
-
-def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
-    """``(epoch, path)`` of every checkpoint file name, oldest first (not verified)."""
-    if not os.path.isdir(directory):
-        return []
-    out = []
-    for name in os.listdir(directory):
-        m = _NAME.match(name)
-        if m:
-            out.append((int(m.group(1)), os.path.join(directory, name)))
-    return sorted(out)
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> tuple[str, Snapshot] | None:
-    """The newest checkpoint that loads and whose every dataset verifies; damaged ones are skipped.
-
-    Also removes temporary files that dead writers left behind.
-    """
-    if os.path.isdir(directory):
-        clean_stale_tmp(directory)
-    for _, path in reversed(list_checkpoints(directory)):
-        try:
-            snap = load(path)
-        except StoreError:
-            continue
-        try:
-            for params in snap.layers.values():
-                for prm in params.values():
-                    prm.read()
-        except StoreError:
-            snap.close()
-            continue
-        return path, snap
-    return None
+    return save_checkpoint(directory, Snapshot(layers, meta={**snap.meta, **(meta or {}), "epoch": epoch,
+                                                             "stage": stage}), epoch=epoch, keep=keep)
 
 
 def split_checkpoint(snap: Snapshot) -> tuple[Snapshot, dict | None]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import growstage
+import growstage.adapters.optimizer
 from growstage.growth import GrowthMap
 
 L = keras.layers
