@@ -55,9 +55,10 @@ class AutoNameError(GrowstageError):
 class PlanError(GrowstageError):
     """The transfer plan cannot be carried out; ``problems`` lists every reason found."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        head = f"{len(problems)} problem(s) in the transfer plan; nothing was changed:"
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems, self.source = list(problems), source
+        where = f" from {source}" if source else ""
+        head = f"{len(problems)} problem(s) in the transfer plan{where}; nothing was changed:"
         super().__init__("\n  - ".join([head] + self.problems))
 
 

@@ -94,6 +94,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     fill_seed: int = 0
     fill_noise: float = 0.0
+    on_nonfinite: str = "report"
 
     def table(self, *, collapse_layers: bool = True) -> str:
         return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)
@@ -193,6 +194,8 @@ def plan(
     of the architecture that wrote a Keras weight file, to name its layers
     (default: ``model``).  ``custom_missing_load_func(name, shape, reader)``:
     returns a value for a target param nothing else feeds, or None.
+    ``on_nonfinite``: ``report`` (default: NaN/Inf source values are copied and
+    counted in the report's notes) or ``error`` (the transfer fails, nothing changes).
     """
     known = [k for k in inspect.signature(plan_for).parameters if k not in ("src", "targets")]
     extra = ["on_values", "allow_auto_names", "rules", "source_model"]
@@ -206,7 +209,12 @@ def plan(
         src = apply_rules(src, rules, targets)
     if on_values is not None:
         src = _edit_values(src, on_values)
-    return plan_for(src, targets, **options)
+    try:
+        return plan_for(src, targets, **options)
+    except PlanError as e:
+        if e.source is None and src.meta.get("_path"):
+            raise PlanError(e.problems, source=str(src.meta["_path"])) from None
+        raise
 
 
 def plan_for(
@@ -227,6 +235,7 @@ def plan_for(
     custom_missing_load_func: Callable[[str, tuple, Any], Any] | None = None,
     fill_seed: int = 0,
     fill_noise: float = 0.0,
+    on_nonfinite: str = "report",
 ) -> Plan:
     """:func:`plan` on an already resolved source and described target layers (options as there)."""
     modes, fills = dict(modes or {}), dict(fills or {})
@@ -241,6 +250,8 @@ def plan_for(
         if m not in MODES:
             raise GrowstageError(f"unknown mode {m!r}{did_you_mean(m, MODES)} (modes: {', '.join(MODES)})")
     _check_fill(fill, "fill")
+    if on_nonfinite not in ("report", "error"):
+        raise GrowstageError(f"on_nonfinite must be 'report' or 'error', not {on_nonfinite!r}")
     for option, mapping in (("modes", modes), ("fills", fills), ("custom_param_importer", customs_in)):
         for name in mapping:
             if name not in targets:
@@ -320,10 +331,12 @@ def plan_for(
                                     "or rename= to map a source layer onto it")
                 continue
             used.add(key)
-            if prm.dtype != np.dtype(spec.variable.dtype) and not allow_cast:
-                problems.append(f"{lname}/{spec.name}: source dtype {prm.dtype} differs from target dtype "
-                                f"{np.dtype(spec.variable.dtype)}; pass allow_cast=True to convert")
-                continue
+            if prm.dtype != np.dtype(spec.variable.dtype):
+                if not allow_cast:
+                    problems.append(f"{lname}/{spec.name}: source dtype {prm.dtype} differs from target dtype "
+                                    f"{np.dtype(spec.variable.dtype)}; pass allow_cast=True to convert")
+                    continue
+                growth_notes.append(f"{lname}/{spec.name}: cast {prm.dtype} -> {np.dtype(spec.variable.dtype)}")
             if prm.shape == spec.shape:
                 rows.append(PlanRow(lname, spec.name, key, "copied", prm.shape, old_split=prm.split, **base))
                 continue
@@ -378,7 +391,7 @@ def plan_for(
     notes = list(dict.fromkeys(list(src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
                                + growth_notes))
     return Plan(rows, src, targets, customs, {n: fills.get(n, fill) for n in targets}, notes,
-                fill_seed=int(fill_seed), fill_noise=float(fill_noise))
+                fill_seed=int(fill_seed), fill_noise=float(fill_noise), on_nonfinite=on_nonfinite)
 
 
 def _new_layer_row(targets: dict[str, LayerInfo], lname: str, spec: Any, fill: Any, new_layers: set[str],

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -140,6 +141,7 @@ class LazyArray:
     def read(self) -> np.ndarray:
         try:
             ds = self._file[self._key]
+            check_storage(ds, self._path, self._label, compressed=False)
             arr = np.empty(self.shape, dtype=self.dtype)
             if arr.size:
                 ds.read_direct(arr)
@@ -152,6 +154,22 @@ class LazyArray:
     def __array__(self, dtype=None, copy=None):
         arr = self.read()
         return arr if dtype is None else arr.astype(dtype)
+
+
+def check_storage(ds: h5py.Dataset, path: str, label: str, *, compressed: bool = True) -> None:
+    """Refuse a dataset whose declared size its file cannot hold, before allocating for it.
+
+    growstage never compresses, so its datasets must store every byte they declare; other
+    writers may compress, which is allowed up to a factor of 1000.
+    """
+    declared = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
+    if declared <= 1 << 16:
+        return
+    stored = int(ds.id.get_storage_size())
+    limit = stored * (1000 if compressed else 1)
+    if declared > limit:
+        raise StoreError(path, f"tensor {label} declares shape {tuple(ds.shape)} ({declared:,d} bytes) but the file "
+                               f"stores {stored:,d} bytes for it: damaged or hostile, not read")
 
 
 def _json_attr(obj, key: str, path: str, label: str):
@@ -191,10 +209,14 @@ def load(path: str | os.PathLike) -> Snapshot:
         layers: dict[str, dict[str, Param]] = {}
         for gkey, g in f["params"].items():
             lname = str(g.attrs.get("name", unquote(gkey)))
+            if lname in layers:
+                raise StoreError(path, f"layer name {lname!r} appears twice: damaged or hand-edited file")
             params: dict[str, Param] = {}
             for dkey, ds in g.items():
                 pname = str(ds.attrs.get("name", unquote(dkey)))
                 label = f"{lname}/{pname}"
+                if pname in params:
+                    raise StoreError(path, f"param name {label!r} appears twice: damaged or hand-edited file")
                 if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in _ALLOWED_KINDS:
                     raise StoreError(path, f"param {label} is not a numeric dataset")
                 split = _json_attr(ds, "split", path, label)

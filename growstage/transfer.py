@@ -120,8 +120,20 @@ class _Undo:
         return lost
 
 
-def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo) -> np.ndarray:
+def _check_finite(p: Plan, row: PlanRow, old: np.ndarray, notes: list[str]) -> None:
+    if old.dtype.kind != "f" and old.dtype.name != "bfloat16":
+        return
+    bad = old.size - int(np.count_nonzero(np.isfinite(old)))
+    if bad:
+        msg = f"{row.source}: {bad} non-finite source values (NaN/Inf)"
+        if p.on_nonfinite == "error":
+            raise GrowstageError(msg + " and on_nonfinite='error'")
+        notes.append(msg)
+
+
+def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo, notes: list[str]) -> np.ndarray:
     old = p.source.layers[row.source_layer][row.param].read()
+    _check_finite(p, row, old, notes)
     target_dtype = np.dtype(spec.variable.dtype)
     if row.action == "copied":
         new = old
@@ -146,6 +158,7 @@ def apply(p: Plan) -> Report:
     undo = _Undo()
     written = 0
     current = "?"
+    notes: list[str] = []
     try:
         for lname, info in p.targets.items():
             current = lname
@@ -158,7 +171,7 @@ def apply(p: Plan) -> Report:
             for row in p.rows_for(lname):
                 if row.action in WRITES:
                     spec = info.param(row.param)
-                    new = _new_value(p, row, spec, undo)
+                    new = _new_value(p, row, spec, undo, notes)
                     _assign(spec, new)
                     written += new.nbytes
                 elif row.action in ("identity", "zeroed"):
@@ -175,7 +188,7 @@ def apply(p: Plan) -> Report:
         state = ("every target value was restored" if not lost
                  else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
         raise TransferError(f"transfer failed in layer {current!r}: {type(e).__name__}: {e}; {state}") from e
-    return Report(list(p.rows), list(p.notes), time.perf_counter() - t0, written)
+    return Report(list(p.rows), list(p.notes) + notes, time.perf_counter() - t0, written)
 
 
 def write_all(writes: Iterable[tuple[str, Any, Callable[[], np.ndarray]]]) -> int:

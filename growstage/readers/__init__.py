@@ -49,8 +49,8 @@ def detect_format(path: str) -> str:
         try:
             with h5py.File(path, "r") as f:
                 return "growstage" if f.attrs.get("format") == "growstage" else "keras"
-        except OSError as e:
-            raise StoreError(path, f"damaged HDF5 file ({e})") from None
+        except Exception as e:  # h5py raises OSError, KeyError, ValueError, RuntimeError on damage
+            raise StoreError(path, f"damaged HDF5 file ({type(e).__name__}: {e})") from None
     if head[:2] == b"PK":
         try:
             with zipfile.ZipFile(path) as z:

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from ..errors import StoreError
+from ..store import check_storage
 from .base import Entry, Reader, is_numeric
 
 
@@ -61,6 +62,7 @@ def _ds_entry(ds: h5py.Dataset, path: str, label: str) -> Entry:
         raise StoreError(path, f"tensor {label} has dtype {ds.dtype}, not a numeric type")
 
     def load(index: Any) -> np.ndarray:
+        check_storage(ds, path, label)
         return ds[()] if index is None else ds[index]
 
     return Entry(tuple(int(d) for d in ds.shape), ds.dtype, load, source=ds.name)
@@ -160,7 +162,10 @@ def _walk_keras3(g: h5py.Group, path: str, model: Any, prefix: str, entries: dic
                            "that name to name them")
                 if unnamed not in notes:
                     notes.append(unnamed)
-            entries[f"{prefix}{name}/{pname}"] = _ds_entry(ds, path, f"{prefix}{name}/{rel}")
+            key = f"{prefix}{name}/{pname}"
+            if key in entries:
+                raise StoreError(path, f"two tensors are both named {key!r} (layer name {name!r} twice)")
+            entries[key] = _ds_entry(ds, path, f"{prefix}{name}/{rel}")
 
 
 # Keras 2 attribute names (TF2 object-based checkpoints) of sub-layers growstage names otherwise

@@ -14,6 +14,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 import zipfile
 from typing import Any
 
@@ -41,7 +42,15 @@ def open_npz(path: str) -> Reader:
         members = [m for m in z.namelist() if m.endswith(".npy")]
         entries: dict[str, Entry] = {}
         for m in members:
+            if m[:-4] in entries:
+                z.close()
+                raise StoreError(path, f"member {m!r} appears twice in the archive")
             shape, dtype = _header(z, m)
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > z.getinfo(m).file_size:
+                z.close()
+                raise StoreError(path, f"member {m!r} declares shape {shape} ({declared:,d} bytes) but holds "
+                                       f"{z.getinfo(m).file_size:,d} bytes: damaged or hostile, not read")
             if not is_numeric(dtype):
                 z.close()
                 raise StoreError(path, f"member {m!r} has dtype {dtype} (a pickled object array); growstage never "

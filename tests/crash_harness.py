@@ -1,0 +1,146 @@
+"""Crash safety, as it happens: writers killed with SIGKILL at random moments.
+
+Each round starts a writer process that writes checkpoints (``save_checkpoint``,
+keeping 3) and plain snapshots into one directory, continuing from the latest
+complete checkpoint, and kills it after a random delay.  After every kill:
+every final-named file loads, verifies and holds exactly the values of its
+epoch; the latest complete checkpoint is at least the last epoch the writer
+reported; and after ``latest_checkpoint`` no temporary file is left.
+
+    python tests/crash_harness.py --kills 200          # the full run (about 4 minutes)
+    python tests/crash_harness.py --writers 2 --kills 20   # two writers sharing the directory
+
+The test suite runs a smaller count.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def content(epoch: int) -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(epoch)
+    return {"enc": {"kernel": rng.normal(size=(512, 1024)).astype("f4"), "bias": np.full(1024, epoch, "f4")},
+            "out": {"kernel": rng.normal(size=(1024, 64)).astype("f4")}}
+
+
+def writer(directory: str, offset: int, stride: int) -> None:
+    from growstage.checkpoint_dir import latest_checkpoint, save_checkpoint
+    from growstage.store import save
+    from growstage.values import Snapshot, as_snapshot
+
+    found = latest_checkpoint(directory)
+    epoch = offset
+    if found is not None:
+        done = int(found[1].meta["epoch"])
+        found[1].close()
+        epoch = done + 1
+        while epoch % stride != offset:
+            epoch += 1
+    while True:
+        snap = as_snapshot(content(epoch))
+        snap = Snapshot(snap.layers, meta={"epoch": epoch})
+        save_checkpoint(directory, snap, epoch=epoch, keep=3)
+        save(snap, os.path.join(directory, f"snap-{epoch % 4}.h5"))
+        print(epoch, flush=True)
+        epoch += stride
+
+
+def check(directory: str, reported: int | None) -> str | None:
+    """None when the directory is sound, else what is wrong."""
+    from growstage.checkpoint_dir import latest_checkpoint, list_checkpoints, verify
+    from growstage.errors import StoreError
+    from growstage.store import TMP_PREFIX, load
+
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(TMP_PREFIX):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            snap = load(path)
+            verify(snap)
+        except StoreError as e:
+            if not os.path.exists(path):  # rotated away by a live writer meanwhile
+                continue
+            return f"{name} does not load: {e}"
+        epoch = int(snap.meta["epoch"])
+        want = content(epoch)
+        for lname, params in want.items():
+            for pname, arr in params.items():
+                if not np.array_equal(snap[lname][pname].read(), arr):
+                    return f"{name} holds wrong values for {lname}/{pname}"
+        snap.close()
+    found = latest_checkpoint(directory)
+    if reported is not None:
+        if found is None or int(found[1].meta["epoch"]) < reported:
+            return f"latest checkpoint {found and found[1].meta['epoch']} is older than reported epoch {reported}"
+    if found is not None:
+        found[1].close()
+    stray = [n for n in os.listdir(directory) if n.startswith(TMP_PREFIX)]
+    if stray:
+        return f"temporary files left after latest_checkpoint: {stray}"
+    if len(list_checkpoints(directory)) > 3 + 3:
+        return "rotation did not keep the count bounded"
+    return None
+
+
+def run(kills: int, writers: int = 1, seed: int = 0, directory: str | None = None, log=print) -> list[str]:
+    """Returns the list of failures (empty: every round was sound)."""
+    rnd = random.Random(seed)
+    directory = directory or tempfile.mkdtemp(prefix="growstage-crash-")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    failures: list[str] = []
+    mid_write = 0
+    t0 = time.perf_counter()
+    for k in range(kills):
+        procs = [subprocess.Popen([sys.executable, __file__, "--writer", directory, "--offset", str(i),
+                                   "--stride", str(writers)], stdout=subprocess.PIPE, env=env)
+                 for i in range(writers)]
+        time.sleep(rnd.uniform(0.15, 1.2))
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        reported = None
+        for p in procs:
+            out, _ = p.communicate()
+            epochs = [int(x) for x in out.split()]
+            if epochs:
+                reported = max(reported or -1, max(epochs))
+        mid_write += any(n.startswith(".growstage-tmp-") for n in os.listdir(directory))
+        problem = check(directory, reported if writers == 1 else None)
+        if problem:
+            failures.append(f"kill {k}: {problem}")
+    log(f"{kills} kills of {writers} writer(s) in {time.perf_counter() - t0:.0f} s, {mid_write} of them in the "
+        f"middle of a write (a temporary file was left): {len(failures)} failures; directory {directory}")
+    return failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=200)
+    ap.add_argument("--writers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--writer", help=argparse.SUPPRESS)
+    ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.writer:
+        writer(args.writer, args.offset, args.stride)
+        return 0
+    failures = run(args.kills, args.writers, args.seed)
+    for f in failures:
+        print(f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Crash safety, concurrent writers, tf.distribute, no code execution, fault injection."""
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import growstage
+from growstage.errors import GrowstageError, StoreError, TransferError
+
+import crash_harness
+from conftest import build_blstm
+
+HERE = os.path.dirname(__file__)
+
+
+def test_sigkill_during_writes_never_leaves_a_bad_file(tmp_path):
+    failures = crash_harness.run(25, writers=1, seed=1, directory=str(tmp_path), log=lambda s: None)
+    assert failures == []
+
+
+def test_two_writers_one_directory_and_a_reader_never_sees_half_a_file(tmp_path):
+    directory = str(tmp_path)
+    env = dict(os.environ, PYTHONPATH=crash_harness.ROOT)
+    procs = [subprocess.Popen([sys.executable, crash_harness.__file__, "--writer", directory, "--offset", str(i),
+                               "--stride", "2"], stdout=subprocess.DEVNULL, env=env) for i in range(2)]
+    seen, bad = 0, []
+    from growstage.checkpoint_dir import list_checkpoints, verify
+    from growstage.store import load
+    deadline = time.time() + 6
+    while time.time() < deadline:
+        for _, path in list_checkpoints(directory):
+            try:
+                with load(path) as snap:
+                    verify(snap)
+                    epoch = int(snap.meta["epoch"])
+                    assert np.array_equal(snap["enc"]["bias"].read(), np.full(1024, epoch, "f4"))
+                    seen += 1
+            except StoreError as e:
+                if os.path.exists(path):  # a rotated-away file is gone, not damaged
+                    bad.append(str(e))
+    for p in procs:
+        p.kill()
+        p.wait()
+    assert bad == [] and seen > 0
+    epochs = {e % 2 for e, _ in list_checkpoints(directory)}
+    assert epochs == {0, 1}, "both writers' files are there"
+    assert crash_harness.check(directory, None) is None
+
+
+def test_mirrored_strategy_two_logical_cpus():
+    r = subprocess.run([sys.executable, os.path.join(HERE, "distribute_script.py")], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=crash_harness.ROOT))
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-3000:]
+
+
+def test_keras_file_with_lambda_payload_never_runs_it(tmp_path):
+    marker = tmp_path / "pwned"
+
+    # the marker path is a constant inside the lambda's code, which Keras marshals into the file
+    payload = eval(f"lambda t: (open({str(marker)!r}, 'w').close(), t)[1]")
+    x = keras.Input((3,))
+    h = keras.layers.Dense(4, name="d")(x)
+    h = keras.layers.Lambda(payload, name="evil")(h)
+    m = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+    path = str(tmp_path / "evil.keras")
+    m.save(path)
+    marker.unlink()
+    x2 = keras.Input((3,))
+    target = keras.Model(x2, keras.layers.Dense(2, name="out")(keras.layers.Dense(4, name="d")(x2)))
+    growstage.transfer(path, target)
+    growstage.fileops.inspect(path, stats=True)
+    assert not marker.exists()
+    assert np.array_equal(target.get_layer("d").kernel.numpy(), m.get_layer("d").kernel.numpy())
+    # the payload is real: Keras itself runs it when told to trust the file
+    keras.config.enable_unsafe_deserialization()
+    try:
+        keras.models.load_model(path, safe_mode=False)
+    except Exception:
+        pass
+    assert marker.exists()
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickle_payloads_are_never_unpickled(tmp_path):
+    marker = str(tmp_path / "pwned")
+    npz = str(tmp_path / "evil.npz")
+    np.savez(npz, w=np.array([_Payload(marker)], dtype=object), ok=np.ones(2, "f4"))
+    assert not os.path.exists(marker)
+    for call in (lambda: growstage.open_checkpoint(npz), lambda: growstage.fileops.inspect(npz),
+                 lambda: growstage.transfer(npz, build_blstm(2, 1), ignore_unused=True)):
+        with pytest.raises(StoreError, match="evil.npz"):
+            call()
+    assert not os.path.exists(marker)
+    raw = tmp_path / "evil.pkl.h5"
+    raw.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(StoreError, match="evil.pkl.h5"):
+        growstage.open_checkpoint(raw)
+    assert not os.path.exists(marker)
+    np.load(npz, allow_pickle=True)["w"]  # what growstage refuses to do
+    assert os.path.exists(marker)
+
+
+def test_read_error_part_way_through_a_streamed_file_restores_everything(tmp_path):
+    src, target = build_blstm(4, depth=3, seed=1), build_blstm(4, depth=3, seed=2)
+    path = str(tmp_path / "s.h5")
+    growstage.save(growstage.snapshot(src), path)
+    import h5py
+    with h5py.File(path, "r") as f:
+        ds = f["params/blstm2"]["backward_layer%2Fcell%2Fkernel"]
+        offset, nbytes = ds.id.get_offset(), ds.id.get_storage_size()
+    with open(path, "r+b") as fp:
+        fp.seek(offset + nbytes // 2)
+        byte = fp.read(1)
+        fp.seek(offset + nbytes // 2)
+        fp.write(bytes([byte[0] ^ 0x10]))
+    before = [w.numpy().copy() for w in target.weights]
+    with pytest.raises(TransferError, match="checksum mismatch in param blstm2/backward_layer/cell/kernel"):
+        growstage.transfer(path, target)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, target.weights))
+
+
+def test_nonfinite_values_reported_or_refused(tmp_path):
+    src, target = build_blstm(3, depth=1, seed=1), build_blstm(3, depth=1, seed=2)
+    vd = growstage.snapshot(src).values_dict()
+    vd["out"]["kernel"][0, 0] = np.nan
+    vd["out"]["bias"][1] = np.inf
+    rep = growstage.transfer(vd, target)
+    assert any("out/kernel: 1 non-finite" in n for n in rep.notes) and any("out/bias: 1" in n for n in rep.notes)
+    fresh = build_blstm(3, depth=1, seed=2)
+    before = [w.numpy().copy() for w in fresh.weights]
+    with pytest.raises(TransferError, match="non-finite"):
+        growstage.transfer(vd, fresh, on_nonfinite="error")
+    assert all(np.array_equal(a, w.numpy(), equal_nan=True) for a, w in zip(before, fresh.weights))
