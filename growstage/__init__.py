@@ -21,12 +21,12 @@ from typing import Any
 
 # numpy-only parts load at once; everything that needs TensorFlow loads on first use, so that
 # `import growstage.store` (a checkpoint writer, the crash harness) stays light.
-from .errors import (AutoNameError, GrowstageError, PlanError, ShapeError, StoreError, TransferError,
-                     UnknownNameError)
-from .resize import derive_split, resize
-from .rules import Rules
-from .store import load, save
-from .values import Param, Snapshot
+from .errors import (AutoNameError, GrowstageError, PlanError, ShapeError, StoreError,  # noqa: F401
+                     TransferError, UnknownNameError)
+from .resize import derive_split, resize  # noqa: F401
+from .rules import Rules  # noqa: F401
+from .store import load, save  # noqa: F401
+from .values import Param, Snapshot  # noqa: F401
 
 _LAZY = {
     "ParamSpec": "adapters", "register_adapter": "adapters", "init_from_checkpoint": "assignment",

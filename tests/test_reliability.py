@@ -3,7 +3,6 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
 import time
 
 import keras
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import growstage
-from growstage.errors import GrowstageError, StoreError, TransferError
+from growstage.errors import StoreError, TransferError
 
 import crash_harness
 from conftest import build_blstm
