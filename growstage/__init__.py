@@ -35,7 +35,7 @@ _LAZY = {
     "Schedule": "schedule", "Stage": "schedule", "layerwise": "schedule", "stack": "schedule",
     "get_param_values_dict": "snapshot", "snapshot": "snapshot", "GrowingHistory": "trainer", "fit": "trainer",
     "ImportContext": "transfer", "Report": "transfer", "apply": "transfer",
-    "set_param_values_by_dict": "transfer", "transfer": "transfer",
+    "set_param_values_by_dict": "transfer", "transfer": "transfer", "rebuild": "transfer",
 }
 _SUBPACKAGES = ("adapters", "readers", "growth", "fileops", "checkpoint", "checkpoint_dir")
 

@@ -95,6 +95,7 @@ class Plan:
     fill_seed: int = 0
     fill_noise: float = 0.0
     on_nonfinite: str = "report"
+    pending: Any = None  # variables of a deferred build (adapters.deferred), filled by apply()
 
     def table(self, *, collapse_layers: bool = True) -> str:
         return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import keras
 
+from .adapters.deferred import deferred_init
 from .adapters.optimizer import optimizer_state, transfer_optimizer_state
 from .checkpoint import latest_checkpoint, split_checkpoint, write_checkpoint
 from .errors import UnknownNameError
@@ -85,7 +86,13 @@ class _Run:
         if self.log is not None:
             self.log(msg)
 
-    def build(self, stage: Stage) -> Any:
+    def build(self, stage: Stage, pending: Any = None) -> Any:
+        if pending is not None:
+            # initializers wait: the transfer that follows overwrites most of them
+            with deferred_init() as waiting:
+                model = self.build(stage)
+            pending.append(waiting)
+            return model
         if self.seed is not None:
             # Seeding per stage makes a new stage's fresh init independent of the
             # history before it, so a resumed run builds the same init.
@@ -105,7 +112,8 @@ class _Run:
             if stage.learning_rate is not None:
                 model.optimizer.learning_rate = stage.learning_rate
 
-    def transfer(self, source: Any, opt_state: dict | None, model: Any, stage: Stage, *, exact: bool) -> Report:
+    def transfer(self, source: Any, opt_state: dict | None, model: Any, stage: Stage, *, exact: bool,
+                 pending: Any = None) -> Report:
         opts: dict[str, Any] = dict(allow_auto_names=self.allow_auto_names)
         if exact:
             opts["mode"] = "exact"
@@ -113,7 +121,13 @@ class _Run:
             opts.update(mode=stage.mode, fill=stage.fill, allow_new_layers=True,
                         custom_param_importer=stage.custom_param_importer, **stage.options)
         with _scope(self.strategy):
-            p = plan(source, model, **opts)
+            try:
+                p = plan(source, model, **opts)
+            except BaseException:
+                if pending is not None:
+                    pending.materialize_all()
+                raise
+            p.pending = pending
             report = apply(p)
             if opt_state is not None:
                 transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer)
@@ -148,10 +162,11 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
             with snap:
                 done = int(snap.meta["epoch"])
                 current = schedule.stage_for_epoch(done)
-                model = run.build(current)
+                waiting: list = []
+                model = run.build(current, waiting)
                 run.prepare(model, current)
                 params, opt_state = split_checkpoint(snap)
-                run.transfer(params, opt_state, model, current, exact=True)
+                run.transfer(params, opt_state, model, current, exact=True, pending=waiting[0])
             start, hist.resumed_from = done + 1, path
             run.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
     for epoch in range(start, epochs):
@@ -191,7 +206,8 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
         return model
     snap = snapshot(model, allow_auto_names=run.allow_auto_names)
     opt_state = optimizer_state(model, allow_auto_names=run.allow_auto_names) if model.optimizer is not None else None
-    new = run.build(stage)
+    waiting: list = []
+    new = run.build(stage, waiting)
     if arch_key(new) == arch_key(model):
         run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
         del new
@@ -199,7 +215,7 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
         hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
         return model
     run.prepare(new, stage)
-    report = run.transfer(snap, opt_state, new, stage, exact=False)
+    report = run.transfer(snap, opt_state, new, stage, exact=False, pending=waiting[0])
     del model, snap
     gc.collect()
     hist.rebuilds += 1

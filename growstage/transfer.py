@@ -26,6 +26,7 @@ from .errors import GrowstageError, TransferError
 from .plan import Plan, plan, plan_for
 from .report import ACTIONS, PlanRow, render_json, render_table
 from .adapters.deepen import start_values
+from .adapters.deferred import host_tensor
 from .growth import for_row
 from .resize import resize
 from .snapshot import read_variable
@@ -98,16 +99,48 @@ def _assign(spec: ParamSpec, value: np.ndarray) -> None:
 
 
 class _Undo:
-    """Remembers each variable's value before its first write, to restore on failure."""
+    """Remembers each variable's value before its first write, to restore on failure.
 
-    def __init__(self) -> None:
+    Variables of a model built under :func:`~growstage.adapters.deferred.deferred_init`
+    that have no value yet are created straight from their new value, with nothing
+    to back up; on failure they get their initializer's value, as a fresh build would.
+    """
+
+    def __init__(self, pending: Any = None) -> None:
         self.saved: list[tuple[Any, np.ndarray]] = []
         self.seen: set[int] = set()
+        self.pending = pending
+        self.fresh: list[Any] = []
+
+    def is_pending(self, variable: Any) -> bool:
+        return self.pending is not None and self.pending.is_pending(variable)
 
     def keep(self, variable: Any, value: np.ndarray | None = None) -> None:
-        if id(variable) not in self.seen:
+        if id(variable) not in self.seen and not self.is_pending(variable):
             self.seen.add(id(variable))
             self.saved.append((variable, read_variable(variable) if value is None else value))
+
+    def current(self, variable: Any) -> np.ndarray:
+        """The variable's value now (its init, for a variable still waiting for one), kept for undo."""
+        if self.is_pending(variable):
+            self.pending.materialize(variable)
+        value = read_variable(variable)
+        self.keep(variable, value)
+        return value
+
+    def write(self, spec: ParamSpec, value: np.ndarray) -> None:
+        if tuple(value.shape) != spec.shape:
+            raise GrowstageError(f"param {spec.name}: value of shape {value.shape} for a variable of shape {spec.shape}")
+        if self.is_pending(spec.variable):
+            self.pending.set(spec.variable, value)
+            self.fresh.append(spec.variable)
+        else:
+            self.keep(spec.variable)
+            spec.variable.assign(host_tensor(value, spec.variable.dtype))
+
+    def finish(self) -> None:
+        if self.pending is not None:
+            self.pending.materialize_all()
 
     def restore(self) -> list[str]:
         """Restore every saved value; returns the paths that could not be restored."""
@@ -117,12 +150,24 @@ class _Undo:
                 variable.assign(value)
             except Exception:  # keep restoring the others
                 lost.append(getattr(variable, "path", repr(variable)))
+        for variable in self.fresh:
+            try:
+                variable._initialize_with_initializer(self.pending.initializer(variable))
+            except Exception:
+                lost.append(getattr(variable, "path", repr(variable)))
+        try:
+            self.finish()
+        except Exception:
+            lost.append("variables still waiting for their initializer")
         return lost
 
 
 def _check_finite(p: Plan, row: PlanRow, old: np.ndarray, notes: list[str]) -> None:
     if old.dtype.kind != "f" and old.dtype.name != "bfloat16":
         return
+    with np.errstate(all="ignore"):
+        if np.isfinite(np.add.reduce(old, axis=None)):  # one pass, no allocation; a finite sum means no NaN/Inf
+            return
     bad = old.size - int(np.count_nonzero(np.isfinite(old)))
     if bad:
         msg = f"{row.source}: {bad} non-finite source values (NaN/Inf)"
@@ -137,25 +182,24 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo, notes: list[
     target_dtype = np.dtype(spec.variable.dtype)
     if row.action == "copied":
         new = old
-        undo.keep(spec.variable)
     else:
         fill = p.fills.get(row.layer, "init")
-        current = read_variable(spec.variable)
-        undo.keep(spec.variable, current)
+        # only a padded param reads its current value (the fill); a sliced one is all source
+        current = undo.current(spec.variable) if row.action == "padded" else np.zeros((), target_dtype)
         gm = for_row(row, spec.roles, fill, p.fill_seed)
         if gm is not None:
             new = gm.apply(old, fresh_value=current, noise=p.fill_noise, seed=p.fill_seed)
         else:
             # resize() copies the fill array, so ``current`` stays intact as the undo value.
             new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
-                         fill=_fill_value(fill, spec, current))
+                         fill=_fill_value(fill, spec, current) if row.action == "padded" else 0)
     return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
 
 
 def apply(p: Plan) -> Report:
     """Write the values a validated plan describes; all or nothing."""
     t0 = time.perf_counter()
-    undo = _Undo()
+    undo = _Undo(p.pending)
     written = 0
     current = "?"
     notes: list[str] = []
@@ -164,7 +208,7 @@ def apply(p: Plan) -> Report:
             current = lname
             if lname in p.customs:
                 for spec in info.params:
-                    undo.keep(spec.variable)
+                    undo.current(spec.variable)
                 _run_custom(p, lname, info)
                 continue
             starts: dict[str, np.ndarray] | None = None
@@ -172,15 +216,14 @@ def apply(p: Plan) -> Report:
                 if row.action in WRITES:
                     spec = info.param(row.param)
                     new = _new_value(p, row, spec, undo, notes)
-                    _assign(spec, new)
+                    undo.write(spec, new)
                     written += new.nbytes
                 elif row.action in ("identity", "zeroed"):
                     if starts is None:
                         starts = start_values(info, row.action)
-                    spec = info.param(row.param)
-                    undo.keep(spec.variable)
-                    _assign(spec, starts[row.param])
+                    undo.write(info.param(row.param), starts[row.param])
                     written += starts[row.param].nbytes
+        undo.finish()
     except BaseException as e:
         lost = undo.restore()
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
@@ -231,6 +274,36 @@ def transfer(source: Any, model: Any, **options: Any) -> Report:
     writing fails.
     """
     return apply(plan(source, model, **options))
+
+
+def rebuild(build: Callable[[], Any], source: Any, **options: Any) -> tuple[Any, Report]:
+    """``build()`` a model without running the initializers the transfer overwrites, then move
+    ``source`` into it: the fast stage transition.  Options as for :func:`growstage.plan`.
+
+    The result equals building normally and calling :func:`transfer` (initializers draw
+    from their own seeds); only the work differs.
+
+    Example::
+
+        >>> import keras
+        >>> def build(n):
+        ...     x = keras.Input((3,))
+        ...     return keras.Model(x, keras.layers.Dense(n, name="out")(x))
+        >>> model, report = rebuild(lambda: build(4), build(2), mode="subset")
+        >>> report.counts(), tuple(model.get_layer("out").kernel.shape)
+        ({'padded': 2}, (3, 4))
+    """
+    from .adapters.deferred import deferred_init
+
+    with deferred_init() as pending:
+        model = build()
+    try:
+        p = plan(source, model, **options)
+    except BaseException:
+        pending.materialize_all()
+        raise
+    p.pending = pending
+    return model, apply(p)
 
 
 def set_param_values_by_dict(layer: Any, values: dict[str, Any], *, mode: str = "exact", fill: Any = "init",

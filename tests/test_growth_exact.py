@@ -127,3 +127,28 @@ def test_dense_reading_concatenate_gets_split_of_sources():
     k = growstage.snapshot(new)["out"]["kernel"].read()
     exp, _ = expected_blockwise(snap["out"]["kernel"].read(), init["out"]["kernel"].read(), [[3, 3], [2]], [[5, 5], [2]])
     assert np.array_equal(k, exp)
+
+
+def test_rebuild_with_deferred_initializers_equals_build_then_transfer():
+    import growstage
+    from conftest import build_blstm
+    small = build_blstm(4, depth=2, seed=1)
+    opts = dict(mode="subset", allow_new_layers=True)
+    reference = build_blstm(6, depth=3, seed=7)
+    growstage.transfer(small, reference, **opts)
+    fast, report = growstage.rebuild(lambda: build_blstm(6, depth=3, seed=7), small, **opts)
+    assert report.row("blstm3/forward_layer/cell/kernel").action == "kept-init"
+    for a, b in zip(reference.weights, fast.weights):
+        assert np.array_equal(a.numpy(), b.numpy()), a.path
+    # a failure leaves a freshly built model: every variable holds its init
+    fresh = build_blstm(6, depth=3, seed=7)
+
+    def boom(layer, values, *, context):
+        raise RuntimeError("importer failed")
+    import pytest
+    failed_model = []
+    with pytest.raises(growstage.TransferError):
+        growstage.rebuild(lambda: failed_model.append(build_blstm(6, depth=3, seed=7)) or failed_model[0], small,
+                          custom_param_importer={"out": boom}, **opts)
+    for a, b in zip(fresh.weights, failed_model[0].weights):
+        assert np.array_equal(a.numpy(), b.numpy()), a.path

@@ -1,0 +1,114 @@
+"""Building a model without running its initializers, for a transfer that overwrites them.
+
+Inside :func:`deferred_init`, Keras variables record their initializer instead
+of calling it (orthogonal initialisation of recurrent kernels is most of the
+time of building a large model).  The transfer then creates each variable
+straight from its new value (one copy, no initializer, no backup read), runs
+the recorded initializer only for variables that keep or read their init, and
+on failure initialises every variable it touched from its initializer, so the
+model is left freshly built.  Keras initializers draw from the seed they got
+when created, so skipping some does not change the others' values.
+
+Relies on the TensorFlow backend's ``Variable._initialize`` and
+``_initialize_with_initializer``; without them it builds normally.  Not
+thread-safe: do not build other models in other threads meanwhile.
+
+Example::
+
+    >>> import keras
+    >>> with deferred_init() as pending:
+    ...     d = keras.layers.Dense(3, name="d"); d.build((None, 2))
+    >>> pending.is_pending(d.kernel), tuple(d.kernel.shape)
+    (True, (2, 3))
+    >>> pending.materialize_all(); pending.is_pending(d.kernel), d.kernel.numpy().shape
+    (False, (2, 3))
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+
+
+def _variable_class() -> type | None:
+    try:
+        from keras.src.backend.tensorflow.core import Variable
+    except ImportError:
+        return None
+    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer"))
+    return Variable if ok else None
+
+
+def host_tensor(value: np.ndarray, dtype: Any) -> Any:
+    """``value`` as a TensorFlow tensor of the variable's dtype, copied once.
+
+    ``tf.convert_to_tensor`` copies a numpy array twice (a defensive copy, then the
+    tensor); building the eager tensor directly copies once.  Falls back to the array.
+    """
+    arr = np.ascontiguousarray(value, dtype=np.dtype(dtype))
+    try:
+        import tensorflow as tf
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import ops
+
+        return ops.EagerTensor(arr, context.context().device_name, tf.as_dtype(arr.dtype).as_datatype_enum)
+    except Exception:  # another TensorFlow version, or not eager: let Keras convert it
+        return arr
+
+
+class Pending:
+    """Variables created inside :func:`deferred_init` that have no value yet."""
+
+    def __init__(self) -> None:
+        self._vars: dict[int, Any] = {}
+        self._inits: dict[int, Any] = {}
+        self.active = False
+
+    def record(self, variable: Any, initializer: Any) -> None:
+        self._vars[id(variable)] = variable
+        self._inits[id(variable)] = initializer
+
+    def is_pending(self, variable: Any) -> bool:
+        return id(variable) in self._vars
+
+    def set(self, variable: Any, value: np.ndarray) -> None:
+        """Create the variable from ``value`` (its initializer never runs)."""
+        variable._initialize(host_tensor(value, variable.dtype))
+        del self._vars[id(variable)]
+
+    def materialize(self, variable: Any) -> None:
+        if id(variable) in self._vars:
+            variable._initialize_with_initializer(self._inits[id(variable)])
+            del self._vars[id(variable)]
+
+    def materialize_all(self) -> None:
+        for v in list(self._vars.values()):
+            self.materialize(v)
+
+    def initializer(self, variable: Any) -> Any:
+        return self._inits[id(variable)]
+
+    def __len__(self) -> int:
+        return len(self._vars)
+
+
+@contextlib.contextmanager
+def deferred_init() -> Iterator[Pending]:
+    """Within the block, new Keras variables wait for a value (see the module doc)."""
+    pending = Pending()
+    cls = _variable_class()
+    if cls is None:
+        yield pending
+        return
+    original = cls._initialize_with_initializer
+
+    def record(self: Any, initializer: Any) -> None:
+        pending.record(self, initializer)
+
+    cls._initialize_with_initializer = record
+    pending.active = True
+    try:
+        yield pending
+    finally:
+        cls._initialize_with_initializer = original
