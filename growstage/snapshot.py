@@ -18,26 +18,83 @@ from .adapters.graph import LayerInfo, describe, layer_specs
 from .values import Param, Snapshot
 
 
+def read_tensor(variable: Any) -> Any:
+    """The variable's current value as an immutable framework tensor (no copy on TensorFlow:
+    a later write to the variable copies its buffer first), or None where unavailable."""
+    try:
+        import tensorflow as tf
+
+        t = tf.convert_to_tensor(getattr(variable, "value", variable))
+        t._numpy  # eager only
+        return t
+    except Exception:
+        return None
+
+
 def read_variable(variable: Any) -> np.ndarray:
-    """The value of a framework variable as a numpy array."""
-    return np.asarray(variable.numpy())
+    """The value of a framework variable as a read-only numpy array (a view of the tensor, no copy)."""
+    t = read_tensor(variable)
+    if t is not None:
+        try:
+            arr = t._numpy()
+            arr.flags.writeable = False
+            return arr
+        except Exception:
+            pass
+    return np.array(variable.numpy())
 
 
-def layer_params(info: LayerInfo) -> dict[str, Param]:
-    return {p.name: Param(read_variable(p.variable), split=p.split, roles=p.roles,
-                          trainable=bool(getattr(p.variable, "trainable", True)))
+class _TensorValue:
+    """A snapshot value that keeps its tensor: a copied param becomes the new variable without a copy."""
+
+    __slots__ = ("tensor", "_array", "shape", "dtype")
+
+    def __init__(self, variable: Any):
+        self.tensor = read_tensor(variable)
+        self._array = read_variable(variable) if self.tensor is None else None
+        self.shape = tuple(int(d) for d in variable.shape)
+        self.dtype = np.dtype(variable.dtype)
+
+    def read(self) -> np.ndarray:
+        if self._array is None:
+            arr = self.tensor._numpy()
+            arr.flags.writeable = False
+            self._array = arr
+        return self._array
+
+
+class _VariableValue:
+    """A variable read on demand: a lazy snapshot holds no copy of the model's values."""
+
+    __slots__ = ("variable", "shape", "dtype")
+
+    def __init__(self, variable: Any):
+        self.variable = variable
+        self.shape = tuple(int(d) for d in variable.shape)
+        self.dtype = np.dtype(variable.dtype)
+
+    def read(self) -> np.ndarray:
+        return read_variable(self.variable)
+
+
+def layer_params(info: LayerInfo, lazy: bool = False) -> dict[str, Param]:
+    return {p.name: Param(_VariableValue(p.variable) if lazy else _TensorValue(p.variable), split=p.split,
+                          roles=p.roles, trainable=bool(getattr(p.variable, "trainable", True)))
             for p in info.params}
 
 
-def snapshot(model: Any, *, allow_auto_names: bool = False, meta: dict[str, Any] | None = None) -> Snapshot:
+def snapshot(model: Any, *, allow_auto_names: bool = False, meta: dict[str, Any] | None = None,
+             lazy: bool = False) -> Snapshot:
     """The values dict of a built Keras model, keyed by user-given layer names.
 
     Each param carries its split info and axis roles.  ``meta`` (stage, epoch,
     ...) is stored with it.  Raises :class:`~growstage.AutoNameError` for a
     layer whose name Keras generated, unless ``allow_auto_names=True``.
+    ``lazy=True`` reads each variable only when asked (``growstage.save(snapshot(m, lazy=True), path)``
+    streams a model to disk one param at a time); such a snapshot follows the live model.
     """
     infos = describe(model, allow_auto_names=allow_auto_names)
-    layers = {name: layer_params(info) for name, info in infos.items()}
+    layers = {name: layer_params(info, lazy) for name, info in infos.items()}
     notes = [f"{name}: {n}" for name, info in infos.items() for n in info.notes]
     m = {"model": model.name, "layer_types": {n: i.kind for n, i in infos.items()}}
     m.update(meta or {})
@@ -54,4 +111,4 @@ def get_param_values_dict(layer: Any) -> dict[str, np.ndarray]:
         >>> {k: v.shape for k, v in get_param_values_dict(d).items()}
         {'kernel': (3, 2), 'bias': (2,)}
     """
-    return {p.name: read_variable(p.variable) for p in layer_specs(layer)}
+    return {p.name: np.array(read_variable(p.variable)) for p in layer_specs(layer)}

@@ -128,8 +128,8 @@ class _Undo:
         self.keep(variable, value)
         return value
 
-    def write(self, spec: ParamSpec, value: np.ndarray) -> None:
-        if tuple(value.shape) != spec.shape:
+    def write(self, spec: ParamSpec, value: Any) -> None:
+        if tuple(int(d) for d in value.shape) != spec.shape:
             raise GrowstageError(f"param {spec.name}: value of shape {value.shape} for a variable of shape {spec.shape}")
         if self.is_pending(spec.variable):
             self.pending.set(spec.variable, value)
@@ -162,6 +162,10 @@ class _Undo:
         return lost
 
 
+def target_itemsize(spec: ParamSpec) -> int:
+    return np.dtype(spec.variable.dtype).itemsize
+
+
 def _check_finite(p: Plan, row: PlanRow, old: np.ndarray, notes: list[str]) -> None:
     if old.dtype.kind != "f" and old.dtype.name != "bfloat16":
         return
@@ -176,11 +180,15 @@ def _check_finite(p: Plan, row: PlanRow, old: np.ndarray, notes: list[str]) -> N
         notes.append(msg)
 
 
-def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo, notes: list[str]) -> np.ndarray:
-    old = p.source.layers[row.source_layer][row.param].read()
+def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo, notes: list[str]) -> Any:
+    prm = p.source.layers[row.source_layer][row.param]
+    old = prm.read()
     _check_finite(p, row, old, notes)
     target_dtype = np.dtype(spec.variable.dtype)
     if row.action == "copied":
+        tensor = getattr(prm.value, "tensor", None)
+        if tensor is not None and old.dtype == target_dtype:
+            return tensor  # a snapshot of a live model: the new variable shares the buffer, no copy
         new = old
     else:
         fill = p.fills.get(row.layer, "init")
@@ -217,7 +225,7 @@ def apply(p: Plan) -> Report:
                     spec = info.param(row.param)
                     new = _new_value(p, row, spec, undo, notes)
                     undo.write(spec, new)
-                    written += new.nbytes
+                    written += int(np.prod(new.shape)) * target_itemsize(spec)
                 elif row.action in ("identity", "zeroed"):
                     if starts is None:
                         starts = start_values(info, row.action)

@@ -105,8 +105,8 @@ class Snapshot(Mapping):
         return {join_name(l, p): prm for l, ps in self.layers.items() for p, prm in ps.items()}
 
     def values_dict(self) -> dict[str, dict[str, np.ndarray]]:
-        """Plain ``{layer: {param: ndarray}}`` (reads lazy params)."""
-        return {l: {p: prm.read() for p, prm in ps.items()} for l, ps in self.layers.items()}
+        """Plain ``{layer: {param: ndarray}}`` of writable arrays (reads lazy params)."""
+        return {l: {p: _writable(prm.read()) for p, prm in ps.items()} for l, ps in self.layers.items()}
 
     @property
     def nbytes(self) -> int:
@@ -141,6 +141,11 @@ def as_snapshot(source: Any) -> Snapshot:
             str(p): v if isinstance(v, Param) else Param(np.asarray(v)) for p, v in params.items()
         }
     return Snapshot(layers)
+
+
+def _writable(arr: np.ndarray) -> np.ndarray:
+    # a live model's snapshot holds read-only views of its tensors; editing one needs a copy
+    return arr if arr.flags.writeable else np.array(arr)
 
 
 def join_name(layer: str, param: str) -> str:

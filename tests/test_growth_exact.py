@@ -152,3 +152,23 @@ def test_rebuild_with_deferred_initializers_equals_build_then_transfer():
                           custom_param_importer={"out": boom}, **opts)
     for a, b in zip(fresh.weights, failed_model[0].weights):
         assert np.array_equal(a.numpy(), b.numpy()), a.path
+
+
+def test_shared_buffers_never_leak_writes_between_models():
+    """A copied param shares the source tensor's buffer until written: training either model
+    must not change the other, nor the snapshot."""
+    import growstage
+    from conftest import build_blstm
+    a = build_blstm(3, depth=1, seed=1)
+    snap = growstage.snapshot(a)
+    kept = {k: np.array(v) for k, v in snap.values_dict()["out"].items()}
+    b, _ = growstage.rebuild(lambda: build_blstm(3, depth=1, seed=2), snap)
+    a_before = [w.numpy().copy() for w in a.weights]
+    x = np.ones((2, 4, 5), "f4")
+    b.compile("sgd", "mse")
+    b.fit(x, np.ones((2, 4, 7), "f4"), verbose=0)
+    assert not np.array_equal(b.get_layer("out").kernel.numpy(), kept["kernel"])
+    assert all(np.array_equal(p, w.numpy()) for p, w in zip(a_before, a.weights))
+    assert np.array_equal(snap["out"]["kernel"].read(), kept["kernel"])
+    a.get_layer("out").kernel.assign(np.zeros_like(kept["kernel"]))
+    assert np.array_equal(snap["out"]["kernel"].read(), kept["kernel"])

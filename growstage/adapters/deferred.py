@@ -46,6 +46,8 @@ def host_tensor(value: np.ndarray, dtype: Any) -> Any:
     ``tf.convert_to_tensor`` copies a numpy array twice (a defensive copy, then the
     tensor); building the eager tensor directly copies once.  Falls back to the array.
     """
+    if hasattr(value, "_numpy") and np.dtype(value.dtype.as_numpy_dtype) == np.dtype(dtype):
+        return value  # already a tensor: a new variable shares its buffer until one of them is written
     arr = np.ascontiguousarray(value, dtype=np.dtype(dtype))
     try:
         import tensorflow as tf
