@@ -67,9 +67,8 @@ def grow(old: keras.Model, depth: int, width: int) -> dict[str, float]:
     p.pending = pending
     t3 = time.perf_counter()
     # run the initializers the transfer does not overwrite (the new layer's) apart, to time the copy alone
-    for row in p.rows:
-        if row.action != "copied" and row.layer is not None:
-            pending.materialize(p.targets[row.layer].param(row.param).variable)
+    pending.materialize_many([p.targets[r.layer].param(r.param).variable for r in p.rows
+                              if r.action != "copied" and r.layer is not None])
     t4 = time.perf_counter()
     rep = growstage.apply(p)
     t5 = time.perf_counter()
@@ -88,7 +87,21 @@ def memcpy_gbps(nbytes: int) -> float:
     return src.nbytes / best / 1e9
 
 
-def case(name: str, old_shape, new_shape, repeat: int) -> None:
+def returnn_row(old_shape, new_shape, repeat: int) -> dict | None:
+    """RETURNN's transition for the same network, in its own process; None when returnn is not installed."""
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "returnn_transition.py")
+    r = subprocess.run([sys.executable, script, "--old", str(old_shape[0]), "--new", str(new_shape[0]),
+                        "--width", str(new_shape[1]), "--repeat", str(repeat)], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def case(name: str, old_shape, new_shape, repeat: int, with_returnn: bool = False) -> None:
     keras.utils.set_random_seed(0)
     old = build(*old_shape)
     rows_g, rows_n = [], []
@@ -110,6 +123,14 @@ def case(name: str, old_shape, new_shape, repeat: int) -> None:
           f"growstage/building the new model from scratch: {g['total'] / nb:.2f}x")
     print(f"transfer moved {g['bytes']/1e6:.1f} MB at {transfer_bw:.2f} GB/s; numpy memcpy {bw:.2f} GB/s "
           f"({transfer_bw / bw:.0%} of memcpy)")
+    if with_returnn:
+        rt = returnn_row(old_shape, new_shape, repeat)
+        if rt is None:
+            print("RETURNN    skipped (the returnn package is not installed or its TF backend did not run)")
+        else:
+            print(f"RETURNN    build {rt['build']:.3f}s  initialize_params {rt['init']:.3f}s  "
+                  f"set_params_by_serialized {rt['set']:.3f}s  total {rt['total']:.3f}s; "
+                  f"ratio growstage/RETURNN {g['total'] / rt['total']:.2f}x")
     print("note: the naive path re-initialises every param whose shape changed; growstage carries them block-wise")
 
 
@@ -118,7 +139,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--large", action="store_true", help="also 6 -> 7 layers at width 1024 (~137M -> 160M params)")
     args = ap.parse_args()
-    case("depth 2 -> 3 at width 512", (2, 512), (3, 512), args.repeat)
+    case("depth 2 -> 3 at width 512", (2, 512), (3, 512), args.repeat, with_returnn=True)
     case("width 256 -> 512 at depth 4", (4, 256), (4, 512), args.repeat)
     if args.large:
         case("depth 6 -> 7 at width 1024", (6, 1024), (7, 1024), args.repeat)

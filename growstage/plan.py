@@ -107,7 +107,13 @@ class Plan:
         return self.table()
 
     def rows_for(self, layer: str) -> list[PlanRow]:
-        return [r for r in self.rows if r.layer == layer]
+        key = (id(self.rows), len(self.rows))
+        if getattr(self, "_index_key", None) != key:  # one pass, not one per layer: 2,000-layer models
+            index: dict[str | None, list[PlanRow]] = {}
+            for r in self.rows:
+                index.setdefault(r.layer, []).append(r)
+            self._index, self._index_key = index, key
+        return self._index.get(layer, [])
 
 
 def _edit_values(src: Snapshot, on_values: Callable) -> Snapshot:

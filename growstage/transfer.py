@@ -212,6 +212,10 @@ def apply(p: Plan) -> Report:
     current = "?"
     notes: list[str] = []
     try:
+        if p.pending is not None:
+            # initializers of what keeps its init run first, while the least memory is in use
+            p.pending.materialize_many([p.targets[r.layer].param(r.param).variable for r in p.rows
+                                        if r.layer is not None and (r.action == "kept-init" or r.layer in p.customs)])
         for lname, info in p.targets.items():
             current = lname
             if lname in p.customs:

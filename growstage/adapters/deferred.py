@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Iterator
 
 import numpy as np
@@ -83,6 +84,25 @@ class Pending:
         if id(variable) in self._vars:
             variable._initialize_with_initializer(self._inits[id(variable)])
             del self._vars[id(variable)]
+
+    def materialize_many(self, variables: list[Any]) -> None:
+        """Materialize several at once: initializers seeded with a plain int are pure functions, so
+        their values are computed in threads (TensorFlow ops release the GIL); the variables are
+        created here, in the caller's thread, where a ``tf.distribute`` scope applies."""
+        todo = [v for v in {id(v): v for v in variables}.values() if id(v) in self._vars]
+        pure = [v for v in todo if isinstance(getattr(self._inits[id(v)], "seed", None), int)]
+        if len(pure) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def value(v: Any) -> Any:
+                return self._inits[id(v)](tuple(int(d) for d in v.shape), dtype=v.dtype)
+
+            with ThreadPoolExecutor(max_workers=min(len(pure), os.cpu_count() or 1)) as pool:
+                for v, val in zip(pure, pool.map(value, pure)):
+                    v._initialize(val)
+                    del self._vars[id(v)]
+        for v in todo:
+            self.materialize(v)
 
     def materialize_all(self) -> None:
         for v in list(self._vars.values()):
