@@ -6,7 +6,7 @@ file layer by layer into it.  Peak RSS (ru_maxrss) of that process is compared
 with max(old, new) param bytes plus the baseline of a process that only
 imports TensorFlow, Keras and growstage and builds nothing.
 
-    python benchmarks/disk_transition.py [--width 1024 --old-depth 4 --new-depth 5]
+    python benchmarks/disk_transition.py [--width 1024 --old-depth 4 --new-depth 5] [--init-threads 1]
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def child(args: argparse.Namespace) -> None:
     del old, pending
     gc.collect()
     keras.backend.clear_session()
-    new, report = growstage.rebuild(lambda: build(args.new_depth), path, mode="subset", allow_new_layers=True)
+    new, report = growstage.rebuild(lambda: build(args.new_depth), path, mode="subset", allow_new_layers=True,
+                                    init_threads=args.init_threads)
     new_bytes = sum(int(__import__("numpy").prod(v.shape)) * 4 for v in new.weights)
     print(json.dumps({"peak_mb": peak_mb(), "old_mb": old_bytes / 2**20, "new_mb": new_bytes / 2**20,
                       "copied": report.counts().get("copied", 0)}))
@@ -63,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run(mode: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--width", str(args.width), "--old-depth", str(args.old_depth),
-           "--new-depth", str(args.new_depth), "--dir", args.dir]
+           "--new-depth", str(args.new_depth), "--dir", args.dir, "--init-threads", str(args.init_threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--new-depth", type=int, default=5)
     ap.add_argument("--child", choices=["baseline", "transition"], dest="mode")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--init-threads", type=int, default=1, help="threads for the new layer's initializers")
     args = ap.parse_args()
     if args.mode:
         child(args)

@@ -288,12 +288,14 @@ def transfer(source: Any, model: Any, **options: Any) -> Report:
     return apply(plan(source, model, **options))
 
 
-def rebuild(build: Callable[[], Any], source: Any, **options: Any) -> tuple[Any, Report]:
+def rebuild(build: Callable[[], Any], source: Any, *, init_threads: int | None = None,
+            **options: Any) -> tuple[Any, Report]:
     """``build()`` a model without running the initializers the transfer overwrites, then move
     ``source`` into it: the fast stage transition.  Options as for :func:`growstage.plan`.
 
     The result equals building normally and calling :func:`transfer` (initializers draw
-    from their own seeds); only the work differs.
+    from their own seeds); only the work differs.  ``init_threads``: threads for the
+    initializers that still run (default: one per core; 1 for the lowest peak memory).
 
     Example::
 
@@ -307,7 +309,7 @@ def rebuild(build: Callable[[], Any], source: Any, **options: Any) -> tuple[Any,
     """
     from .adapters.deferred import deferred_init
 
-    with deferred_init() as pending:
+    with deferred_init(init_threads) as pending:
         model = build()
     try:
         p = plan(source, model, **options)

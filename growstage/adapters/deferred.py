@@ -63,10 +63,13 @@ def host_tensor(value: np.ndarray, dtype: Any) -> Any:
 class Pending:
     """Variables created inside :func:`deferred_init` that have no value yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         self._vars: dict[int, Any] = {}
         self._inits: dict[int, Any] = {}
         self.active = False
+        # threads halve the time of initializers like orthogonal (a QR each), but hold their
+        # temporaries at once: threads=1 for the lowest peak memory
+        self.threads = threads or os.cpu_count() or 1
 
     def record(self, variable: Any, initializer: Any) -> None:
         self._vars[id(variable)] = variable
@@ -91,13 +94,13 @@ class Pending:
         created here, in the caller's thread, where a ``tf.distribute`` scope applies."""
         todo = [v for v in {id(v): v for v in variables}.values() if id(v) in self._vars]
         pure = [v for v in todo if isinstance(getattr(self._inits[id(v)], "seed", None), int)]
-        if len(pure) > 1:
+        if len(pure) > 1 and self.threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             def value(v: Any) -> Any:
                 return self._inits[id(v)](tuple(int(d) for d in v.shape), dtype=v.dtype)
 
-            with ThreadPoolExecutor(max_workers=min(len(pure), os.cpu_count() or 1)) as pool:
+            with ThreadPoolExecutor(max_workers=min(len(pure), self.threads)) as pool:
                 for v, val in zip(pure, pool.map(value, pure)):
                     v._initialize(val)
                     del self._vars[id(v)]
@@ -116,9 +119,9 @@ class Pending:
 
 
 @contextlib.contextmanager
-def deferred_init() -> Iterator[Pending]:
+def deferred_init(threads: int | None = None) -> Iterator[Pending]:
     """Within the block, new Keras variables wait for a value (see the module doc)."""
-    pending = Pending()
+    pending = Pending(threads)
     cls = _variable_class()
     if cls is None:
         yield pending
