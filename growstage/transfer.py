@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 
 import numpy as np
 
@@ -142,6 +142,15 @@ class _Undo:
         if self.pending is not None:
             self.pending.materialize_all()
 
+    def fail(self, error: BaseException, what: str) -> NoReturn:
+        """Restore everything, then re-raise ``error`` (as a TransferError unless it is an interrupt)."""
+        lost = self.restore()
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise error
+        state = ("every target value was restored" if not lost
+                 else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
+        raise TransferError(f"{what}: {type(error).__name__}: {error}; {state}") from error
+
     def restore(self) -> list[str]:
         """Restore every saved value; returns the paths that could not be restored."""
         lost = []
@@ -237,12 +246,7 @@ def apply(p: Plan) -> Report:
                     written += starts[row.param].nbytes
         undo.finish()
     except BaseException as e:
-        lost = undo.restore()
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        state = ("every target value was restored" if not lost
-                 else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
-        raise TransferError(f"transfer failed in layer {current!r}: {type(e).__name__}: {e}; {state}") from e
+        undo.fail(e, f"transfer failed in layer {current!r}")
     return Report(list(p.rows), list(p.notes) + notes, time.perf_counter() - t0, written)
 
 
@@ -260,12 +264,7 @@ def write_all(writes: Iterable[tuple[str, Any, Callable[[], np.ndarray]]]) -> in
             variable.assign(value.astype(np.dtype(variable.dtype), copy=False))
             written += value.nbytes
     except BaseException as e:
-        lost = undo.restore()
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        state = ("every target value was restored" if not lost
-                 else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
-        raise TransferError(f"writing {label!r} failed: {type(e).__name__}: {e}; {state}") from e
+        undo.fail(e, f"writing {label!r} failed")
     return written
 
 

@@ -66,37 +66,27 @@ def _train_a_little(model, x, seed=1):
     model.fit(x, np.broadcast_to(y, (len(x),) + y.shape), epochs=3, verbose=0)
 
 
+# builder, small args, big args, input shape, the start each new layer must get
+CASES = {
+    "mlp": (mlp, (16, 2), (32, 3), (16, 8), {"h3/kernel": "identity"}),
+    "residual_blstm": (blstm_res, (4, 2), (8, 3), (3, 6, 5), {"blstm3/forward_layer/cell/kernel": "zeroed"}),
+    "pre_ln_transformer": (transformer, (8, 2, 16), (8, 4, 32, 2), (3, 5, 6),
+                           {"mha_2/attention_output/kernel": "zeroed", "ff2_2/kernel": "zeroed",
+                            "ff1_2/kernel": "kept-init"}),
+}
+
+
 @pytest.mark.parametrize("fill", FILLS)
-def test_mlp_widen_and_deepen(fill):
-    x = np.random.default_rng(0).normal(size=(16, 8)).astype("f4")
-    small = mlp(16, 2)
+@pytest.mark.parametrize("case", list(CASES))
+def test_widen_and_deepen_keeps_the_function(case, fill):
+    build, small_args, big_args, shape, starts = CASES[case]
+    x = np.random.default_rng(0).normal(size=shape).astype("f4")
+    small = build(*small_args)
     _train_a_little(small, x)  # trained weights, not just an init
-    big = mlp(32, 3, seed=5)
+    big = build(*big_args, seed=5)
     rep = _grow(small, big, fill)
-    assert rep.row("h3/kernel").action == "identity"
-    _close(small(x).numpy(), big(x).numpy())
-
-
-@pytest.mark.parametrize("fill", FILLS)
-def test_residual_blstm_widen_and_deepen(fill):
-    x = np.random.default_rng(1).normal(size=(3, 6, 5)).astype("f4")
-    small = blstm_res(4, 2)
-    _train_a_little(small, x)
-    big = blstm_res(8, 3, seed=6)
-    rep = _grow(small, big, fill)
-    assert rep.row("blstm3/forward_layer/cell/kernel").action == "zeroed"
-    _close(small(x).numpy(), big(x).numpy())
-
-
-@pytest.mark.parametrize("fill", FILLS)
-def test_transformer_heads_ff_and_depth(fill):
-    x = np.random.default_rng(2).normal(size=(3, 5, 6)).astype("f4")
-    small = transformer(8, 2, 16)
-    _train_a_little(small, x)
-    big = transformer(8, 4, 32, blocks=2, seed=7)
-    rep = _grow(small, big, fill)
-    assert rep.row("mha_2/attention_output/kernel").action == "zeroed"
-    assert rep.row("ff2_2/kernel").action == "zeroed" and rep.row("ff1_2/kernel").action == "kept-init"
+    for target, action in starts.items():
+        assert rep.row(target).action == action, target
     _close(small(x).numpy(), big(x).numpy())
 
 
