@@ -206,7 +206,6 @@ def test_sub_model_loaded_from_top_level_names(tmp_path):
 
 @pytest.mark.parametrize("forget_bias", [1.0, 0.0])
 def test_tf1_lstm_cell_checkpoint_into_keras_lstm(tmp_path, forget_bias):
-    pytest.importorskip("tf_keras")
     from tf_keras.src.layers.rnn.legacy_cells import LSTMCell
 
     n_in, n, steps = 3, 4, 5

@@ -87,7 +87,7 @@ def _k2_values(m):
 
 @pytest.mark.parametrize("how", ["save_weights_h5", "save_h5", "tf_checkpoint"])
 def test_keras2_files_load_into_keras3_model(tmp_path, how):
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras  # a test dependency: Keras 2 writes the legacy files
     m2 = _keras2_model(tf_keras)
     if how == "save_weights_h5":
         path = str(tmp_path / "w.h5")
@@ -115,7 +115,7 @@ def test_keras2_files_load_into_keras3_model(tmp_path, how):
 
 
 def test_keras2_checkpoint_without_naming_model_is_a_clear_error(tmp_path):
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras  # a test dependency: Keras 2 writes the legacy files
     m2 = _keras2_model(tf_keras)
     path = tf.train.Checkpoint(model=m2).write(str(tmp_path / "ck"))
     with pytest.raises(StoreError, match="layer_with_weights-N.*source_model="):
@@ -170,7 +170,7 @@ def test_damaged_files_name_the_file(tmp_path, kind):
         victim = prefix + ".index"
         path = prefix
     elif kind == "k2h5":
-        tf_keras = pytest.importorskip("tf_keras")
+        import tf_keras  # a test dependency: Keras 2 writes the legacy files
         path = victim = str(tmp_path / "w.h5")
         _keras2_model(tf_keras).save_weights(path)
     elif kind == "npz":
