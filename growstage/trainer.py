@@ -86,13 +86,13 @@ class _Run:
         if self.log is not None:
             self.log(msg)
 
-    def build(self, stage: Stage, pending: Any = None) -> Any:
-        if pending is not None:
-            # initializers wait: the transfer that follows overwrites most of them
-            with deferred_init() as waiting:
-                model = self.build(stage)
-            pending.append(waiting)
-            return model
+    def build_deferred(self, stage: Stage) -> tuple[Any, Any]:
+        """The stage's model with its initializers waiting: the transfer that follows overwrites most."""
+        with deferred_init() as pending:
+            model = self.build(stage)
+        return model, pending
+
+    def build(self, stage: Stage) -> Any:
         if self.seed is not None:
             # Seeding per stage makes a new stage's fresh init independent of the
             # history before it, so a resumed run builds the same init.
@@ -162,11 +162,10 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
             with snap:
                 done = int(snap.meta["epoch"])
                 current = schedule.stage_for_epoch(done)
-                waiting: list = []
-                model = run.build(current, waiting)
+                model, pending = run.build_deferred(current)
                 run.prepare(model, current)
                 params, opt_state = split_checkpoint(snap)
-                run.transfer(params, opt_state, model, current, exact=True, pending=waiting[0])
+                run.transfer(params, opt_state, model, current, exact=True, pending=pending)
             start, hist.resumed_from = done + 1, path
             run.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
     for epoch in range(start, epochs):
@@ -206,8 +205,7 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
         return model
     snap = snapshot(model, allow_auto_names=run.allow_auto_names)
     opt_state = optimizer_state(model, allow_auto_names=run.allow_auto_names) if model.optimizer is not None else None
-    waiting: list = []
-    new = run.build(stage, waiting)
+    new, pending = run.build_deferred(stage)
     if arch_key(new) == arch_key(model):
         run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
         del new
@@ -215,7 +213,7 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
         hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
         return model
     run.prepare(new, stage)
-    report = run.transfer(snap, opt_state, new, stage, exact=False, pending=waiting[0])
+    report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
     del model, snap
     gc.collect()
     hist.rebuilds += 1
