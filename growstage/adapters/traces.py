@@ -1,0 +1,47 @@
+"""Releasing what TensorFlow keeps of a dropped model's traced training functions.
+
+Every ``tf.custom_gradient`` used while tracing (Keras's training step uses
+some) registers its gradient function in TensorFlow's global gradient registry
+under a fresh ``CustomGradient-N`` name, and nothing ever removes it.  The
+gradient function's closure holds tensors of the traced graph, so each traced
+training step of every model ever trained stays in memory: about 50 MB per
+BLSTM model here, without end.  The trainer marks the registry when a stage
+starts and, once that stage's model is dropped, removes the entries the stage
+added, which releases those graphs.  A function traced during the stage and
+still alive elsewhere would lose the gradient of its custom-gradient ops if
+it were differentiated again: pass ``fit(..., release_traces=False)`` then.
+
+Example::
+
+    >>> mark = registry_mark()
+    >>> release_since(mark)
+    0
+"""
+from __future__ import annotations
+
+
+def _registry() -> dict | None:
+    try:
+        from tensorflow.python.framework import ops
+
+        reg = ops._gradient_registry._registry
+    except (ImportError, AttributeError):
+        return None
+    return reg if isinstance(reg, dict) else None
+
+
+def registry_mark() -> frozenset[str]:
+    """The custom-gradient names registered now."""
+    reg = _registry()
+    return frozenset(k for k in reg if k.startswith("CustomGradient-")) if reg is not None else frozenset()
+
+
+def release_since(mark: frozenset[str]) -> int:
+    """Remove the custom-gradient entries registered after ``mark``; returns how many."""
+    reg = _registry()
+    if reg is None:
+        return 0
+    added = [k for k in list(reg) if k.startswith("CustomGradient-") and k not in mark]
+    for k in added:
+        del reg[k]
+    return len(added)
