@@ -68,7 +68,7 @@ def grow(old: keras.Model, depth: int, width: int) -> dict[str, float]:
     t3 = time.perf_counter()
     # run the initializers the transfer does not overwrite (the new layer's) apart, to time the copy alone
     pending.materialize_many([p.targets[r.layer].param(r.param).variable for r in p.rows
-                              if r.action != "copied" and r.layer is not None])
+                              if r.action in ("kept-init", "padded") and r.layer is not None])
     t4 = time.perf_counter()
     rep = growstage.apply(p)
     t5 = time.perf_counter()

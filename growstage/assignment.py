@@ -29,31 +29,23 @@ Example::
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import GrowstageError, PlanError, did_you_mean
 from .readers import Reader, open_checkpoint
+from .readers.base import part_groups
 from .report import PlanRow
 from .transfer import Report, write_all
 
-_PART = re.compile(r"^(.*)/part_(\d+)$")
-
-
 def _variables(model: Any) -> dict[str, list[Any]]:
     """``{name: [variable]}``; a partitioned target ``w/part_0..k`` becomes ``{'w': [parts]}``."""
-    out: dict[str, list[Any]] = {}
-    parts: dict[str, dict[int, Any]] = {}
-    for v in model.variables:
-        m = _PART.match(v.path)
-        if m:
-            parts.setdefault(m.group(1), {})[int(m.group(2))] = v
-        else:
-            out[v.path] = [v]
-    for base, ps in parts.items():
-        out[base] = [ps[i] for i in sorted(ps)]
+    by_path = {v.path: v for v in model.variables}
+    groups = part_groups(by_path)
+    in_parts = {n for ps in groups.values() for n in ps.values()}
+    out = {path: [v] for path, v in by_path.items() if path not in in_parts}
+    out.update({base: [by_path[ps[i]] for i in sorted(ps)] for base, ps in groups.items()})
     return out
 
 

@@ -29,7 +29,7 @@ from .errors import GrowstageError, StoreError
 from .readers import Reader, open_checkpoint
 from .rules import Rules
 from .store import save
-from .values import Param, Snapshot, snapshot_from_flat
+from .values import Param, snapshot_from_flat
 
 T = TypeVar("T")
 
@@ -136,4 +136,4 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, *, rules: Any = None
             e = r[name]
             flat[target] = Param(r.read(name), split=e.split, roles=e.roles)
         meta = {"converted_from": str(src), "source_format": r.format}
-        return save(Snapshot(snapshot_from_flat(flat).layers, meta=meta, notes=list(r.notes)), out)
+        return save(snapshot_from_flat(flat, meta=meta, notes=r.notes), out)

@@ -214,16 +214,18 @@ def plan_for(
             problems.append(f"custom_param_importer[{name!r}] is a {type(c).__name__}; give a callable or a mode string")
 
     inv_rename = {new: old for old, new in rename.items()}
-    if custom_missing_load_func is not None:
-        src = load_missing(src, targets, inv_rename, custom_missing_load_func)
-    used: set[str] = set()
-    rows: list[PlanRow] = []
-    growth_notes: list[str] = []
 
     def source_layer_of(lname: str) -> str | None:
         s_name = inv_rename.get(lname, lname)
         return None if s_name in rename and rename[s_name] != lname else s_name
 
+    if custom_missing_load_func is not None:
+        src = load_missing(src, targets, source_layer_of, custom_missing_load_func)
+    used: set[str] = set()
+    rows: list[PlanRow] = []
+    growth_notes: list[str] = []
+
+    starts: dict = {}  # new layer -> (action, reason), decided once per layer
     new_layers = {l for l in targets if allow_new_layers and (source_layer_of(l) not in src.layers
                                                               or source_layer_of(l) in ignored_layers)}
 
@@ -252,7 +254,7 @@ def plan_for(
                 continue
             if prm is None:
                 if allow_new_layers and src_layer is None:
-                    rows.append(_new_layer_row(targets, lname, spec, lfill, new_layers, base))
+                    rows.append(_new_layer_row(targets, lname, spec, lfill, new_layers, base, starts))
                 elif ignore_missing:
                     rows.append(PlanRow(lname, spec.name, None, "kept-init", reason="no source (ignore_missing)", **base))
                 else:
@@ -326,12 +328,16 @@ def plan_for(
 
 
 def _new_layer_row(targets: dict[str, LayerInfo], lname: str, spec: Any, fill: Any, new_layers: set[str],
-                   base: dict) -> PlanRow:
+                   base: dict, starts: dict) -> PlanRow:
     if not (isinstance(fill, str) and fill in PRESERVING):
         return PlanRow(lname, spec.name, None, "kept-init", reason="new layer", **base)
     from .adapters.deepen import new_layer_start, zeroed_params
 
-    action, reason = new_layer_start(targets, lname, new_layers)
+    if "_ids" not in starts:
+        starts["_ids"] = {id(targets[n].layer) for n in new_layers}
+    if lname not in starts:
+        starts[lname] = new_layer_start(targets, lname, new_layers, new_ids=starts["_ids"])
+    action, reason = starts[lname]
     if action == "zeroed" and spec.name not in zeroed_params(targets[lname]):
         action = "kept-init"
     return PlanRow(lname, spec.name, None, action, reason=reason, fill=fill, **base)

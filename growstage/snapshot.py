@@ -31,17 +31,16 @@ def read_tensor(variable: Any) -> Any:
         return None
 
 
+def _view(tensor: Any) -> np.ndarray:
+    arr = tensor._numpy()  # shares the tensor's buffer; read-only, since the buffer may be a variable's
+    arr.flags.writeable = False
+    return arr
+
+
 def read_variable(variable: Any) -> np.ndarray:
     """The value of a framework variable as a read-only numpy array (a view of the tensor, no copy)."""
     t = read_tensor(variable)
-    if t is not None:
-        try:
-            arr = t._numpy()
-            arr.flags.writeable = False
-            return arr
-        except Exception:
-            pass
-    return np.array(variable.numpy())
+    return _view(t) if t is not None else np.array(variable.numpy())
 
 
 class _TensorValue:
@@ -57,9 +56,7 @@ class _TensorValue:
 
     def read(self) -> np.ndarray:
         if self._array is None:
-            arr = self.tensor._numpy()
-            arr.flags.writeable = False
-            self._array = arr
+            self._array = _view(self.tensor)
         return self._array
 
 

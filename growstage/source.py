@@ -77,7 +77,7 @@ def edit_values(src: Snapshot, on_values: Callable) -> Snapshot:
     return Snapshot(layers, meta=src.meta, notes=src.notes)
 
 
-def load_missing(src: Snapshot, targets: dict[str, LayerInfo], inv_rename: dict[str, str],
+def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: Callable[[str], str | None],
                   func: Callable[[str, tuple, Any], Any]) -> Snapshot:
     """Ask ``func(name, shape, reader)`` for every target param the source lacks (RETURNN's hook)."""
     from .readers import from_snapshot
@@ -86,7 +86,9 @@ def load_missing(src: Snapshot, targets: dict[str, LayerInfo], inv_rename: dict[
     layers = {l: dict(ps) for l, ps in src.layers.items()}
     notes = list(src.notes)
     for lname, info in targets.items():
-        src_lname = inv_rename.get(lname, lname)
+        src_lname = source_layer_of(lname)
+        if src_lname is None:
+            continue
         for spec in info.params:
             if spec.name in layers.get(src_lname, {}):
                 continue

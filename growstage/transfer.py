@@ -71,6 +71,7 @@ class ImportContext:
     params: dict[str, ParamSpec]
     source: dict[str, Param]
     fill: Any
+    undo: Any = None  # the transfer's undo log: a failing importer leaves nothing changed
 
     def resize(self, name: str, value: np.ndarray | None = None, *, source_name: str | None = None) -> np.ndarray:
         """The source param ``source_name`` (default ``name``) resized block-wise to target param ``name``."""
@@ -81,7 +82,7 @@ class ImportContext:
                       fill=_fill_value(self.fill, spec))
 
     def assign(self, name: str, value: np.ndarray) -> None:
-        _assign(self.params[name], np.asarray(value))
+        (self.undo or _Undo()).write(self.params[name].variable, np.asarray(value), name)
 
 
 def _fill_value(fill: Any, spec: ParamSpec, current: np.ndarray | None = None) -> Any:
@@ -90,12 +91,6 @@ def _fill_value(fill: Any, spec: ParamSpec, current: np.ndarray | None = None) -
     if fill == "zeros":
         return 0
     return fill
-
-
-def _assign(spec: ParamSpec, value: np.ndarray) -> None:
-    if tuple(value.shape) != spec.shape:
-        raise GrowstageError(f"param {spec.name}: value of shape {value.shape} for a variable of shape {spec.shape}")
-    spec.variable.assign(value)
 
 
 class _Undo:
@@ -128,15 +123,17 @@ class _Undo:
         self.keep(variable, value)
         return value
 
-    def write(self, spec: ParamSpec, value: Any) -> None:
-        if tuple(int(d) for d in value.shape) != spec.shape:
-            raise GrowstageError(f"param {spec.name}: value of shape {value.shape} for a variable of shape {spec.shape}")
-        if self.is_pending(spec.variable):
-            self.pending.set(spec.variable, value)
-            self.fresh.append(spec.variable)
+    def write(self, variable: Any, value: Any, name: str) -> None:
+        """The one way a transfer writes: shape-checked, backed up (or created, if still pending)."""
+        shape = tuple(int(d) for d in variable.shape)
+        if tuple(int(d) for d in value.shape) != shape:
+            raise GrowstageError(f"param {name}: value of shape {tuple(value.shape)} for a variable of shape {shape}")
+        if self.is_pending(variable):
+            self.pending.set(variable, value)
+            self.fresh.append(variable)
         else:
-            self.keep(spec.variable)
-            spec.variable.assign(host_tensor(value, spec.variable.dtype))
+            self.keep(variable)
+            variable.assign(host_tensor(value, variable.dtype))
 
     def finish(self) -> None:
         if self.pending is not None:
@@ -189,6 +186,17 @@ def _check_finite(p: Plan, row: PlanRow, old: np.ndarray, notes: list[str]) -> N
         notes.append(msg)
 
 
+def _reads_init(p: Plan, row: PlanRow) -> bool:
+    """Whether a row needs the target's fresh init: kept, or padded with fill init/preserve.  For the
+    others (copied, sliced, other fills) a variable still pending never runs its initializer."""
+    if row.layer is None:
+        return False
+    if row.action == "kept-init" or row.layer in p.customs:
+        return True
+    fill = p.fills.get(row.layer, "init")
+    return row.action == "padded" and isinstance(fill, str) and fill in ("init", "preserve")
+
+
 def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo, notes: list[str]) -> Any:
     prm = p.source.layers[row.source_layer][row.param]
     old = prm.read()
@@ -201,8 +209,7 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: _Undo, notes: list[
         new = old
     else:
         fill = p.fills.get(row.layer, "init")
-        # only a padded param reads its current value (the fill); a sliced one is all source
-        current = undo.current(spec.variable) if row.action == "padded" else np.zeros((), target_dtype)
+        current = undo.current(spec.variable) if _reads_init(p, row) else np.zeros((), target_dtype)
         gm = for_row(row, spec.roles, fill, p.fill_seed)
         if gm is not None:
             new = gm.apply(old, fresh_value=current, noise=p.fill_noise, seed=p.fill_seed)
@@ -222,27 +229,27 @@ def apply(p: Plan) -> Report:
     notes: list[str] = []
     try:
         if p.pending is not None:
-            # initializers of what keeps its init run first, while the least memory is in use
-            p.pending.materialize_many([p.targets[r.layer].param(r.param).variable for r in p.rows
-                                        if r.layer is not None and (r.action == "kept-init" or r.layer in p.customs)])
+            # the initializers still needed run first (in threads), while the least memory is in use
+            p.pending.materialize_many([p.targets[r.layer].param(r.param).variable
+                                        for r in p.rows if _reads_init(p, r)])
         for lname, info in p.targets.items():
             current = lname
             if lname in p.customs:
                 for spec in info.params:
                     undo.current(spec.variable)
-                _run_custom(p, lname, info)
+                _run_custom(p, lname, info, undo)
                 continue
             starts: dict[str, np.ndarray] | None = None
             for row in p.rows_for(lname):
                 if row.action in WRITES:
                     spec = info.param(row.param)
                     new = _new_value(p, row, spec, undo, notes)
-                    undo.write(spec, new)
+                    undo.write(spec.variable, new, row.target)
                     written += int(np.prod(new.shape)) * target_itemsize(spec)
                 elif row.action in ("identity", "zeroed"):
                     if starts is None:
                         starts = start_values(info, row.action)
-                    undo.write(info.param(row.param), starts[row.param])
+                    undo.write(info.param(row.param).variable, starts[row.param], row.target)
                     written += starts[row.param].nbytes
         undo.finish()
     except BaseException as e:
@@ -258,21 +265,18 @@ def write_all(writes: Iterable[tuple[str, Any, Callable[[], np.ndarray]]]) -> in
     try:
         for label, variable, load in writes:
             value = np.asarray(load())
-            if tuple(value.shape) != tuple(variable.shape):
-                raise GrowstageError(f"value of shape {value.shape} for a variable of shape {tuple(variable.shape)}")
-            undo.keep(variable)
-            variable.assign(value.astype(np.dtype(variable.dtype), copy=False))
+            undo.write(variable, value, label)
             written += value.nbytes
     except BaseException as e:
         undo.fail(e, f"writing {label!r} failed")
     return written
 
 
-def _run_custom(p: Plan, lname: str, info: LayerInfo) -> None:
+def _run_custom(p: Plan, lname: str, info: LayerInfo, undo: _Undo) -> None:
     rows = p.rows_for(lname)
     src_names = {r.source_layer for r in rows if r.source}
     src_layer = p.source.layers.get(next(iter(src_names)), {}) if src_names else p.source.layers.get(lname, {})
-    ctx = ImportContext(lname, {s.name: s for s in info.params}, src_layer, p.fills.get(lname, "init"))
+    ctx = ImportContext(lname, {s.name: s for s in info.params}, src_layer, p.fills.get(lname, "init"), undo)
     values = {name: prm.read() for name, prm in src_layer.items()}
     p.customs[lname](info.layer, values, context=ctx)
 

@@ -68,10 +68,14 @@ def _input_layer(layer: Any) -> Any | None:
     return hist.operation if hist is not None else None
 
 
-def new_layer_start(targets: dict[str, LayerInfo], name: str, new_layers: set[str]) -> tuple[str, str]:
-    """``(action, reason)`` for new layer ``name``: action ``zeroed``, ``identity`` or ``kept-init``."""
+def new_layer_start(targets: dict[str, LayerInfo], name: str, new_layers: set[str],
+                    new_ids: set[int] | None = None) -> tuple[str, str]:
+    """``(action, reason)`` for new layer ``name``: action ``zeroed``, ``identity`` or ``kept-init``.
+
+    ``new_ids``: the ids of the new layers' objects, when the caller already has them."""
     info = targets[name]
-    new_ids = {id(targets[n].layer) for n in new_layers}
+    if new_ids is None:
+        new_ids = {id(targets[n].layer) for n in new_layers}
     end = _branch_end(info.layer, new_ids)
     if end is not None:
         if end is info.layer:

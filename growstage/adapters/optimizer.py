@@ -97,13 +97,14 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
         src = None
         if row.source is not None and row.action in ("copied", "sliced", "padded", "custom"):
             src = state["slots"].get(row.source_layer, {}).get(row.param)
+        # one map per param, for all its slot families
+        gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.fills.get(row.layer), plan.fill_seed)
         for fam, vs in fams.items():
             var = vs[i]
             if src is None or fam not in src:
                 counts["slots_zero"] += 1
                 continue
             old = src[fam]
-            gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.fills.get(row.layer), plan.fill_seed)
             if old.shape == tuple(var.shape):
                 new = old
             elif gm is not None:

@@ -16,6 +16,7 @@ Example::
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -23,6 +24,23 @@ import numpy as np
 
 from ..errors import StoreError, UnknownNameError
 from ..values import Param, Snapshot, join_name, snapshot_from_flat
+
+_PART = re.compile(r"^(.+)/part_(\d+)$")
+
+
+def part_groups(names: Iterable[str]) -> dict[str, dict[int, str]]:
+    """TF's partitioned-variable naming: ``{"w": {0: "w/part_0", 1: "w/part_1"}}``.
+
+    >>> part_groups(["w/part_1", "w/part_0", "b"])
+    {'w': {1: 'w/part_1', 0: 'w/part_0'}}
+    """
+    groups: dict[str, dict[int, str]] = {}
+    for name in names:
+        m = _PART.match(name)
+        if m:
+            groups.setdefault(m.group(1), {})[int(m.group(2))] = name
+    return groups
+
 
 # bool, int, uint, float; bfloat16 (ml_dtypes, kind "V") is allowed by name
 _NUMERIC_KINDS = "biuf"

@@ -30,15 +30,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..adapters.graph import snake_case
 from ..errors import StoreError
 from ..store import check_storage
 from .base import Entry, Reader, is_numeric
-
-
-def _snake(name: str) -> str:
-    name = re.sub(r"\W+", "", name)
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _counter_names(layers: list[Any]) -> dict[str, Any]:
@@ -46,7 +41,7 @@ def _counter_names(layers: list[Any]) -> dict[str, Any]:
     used: dict[str, int] = {}
     out = {}
     for layer in layers:
-        base = _snake(type(layer).__name__)
+        base = snake_case(type(layer).__name__)
         if base in used:
             used[base] += 1
             key = f"{base}_{used[base]}"

@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .base import Entry, Reader, is_numeric
+from .base import Entry, Reader, is_numeric, part_groups
 
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _TF1_SLOT = re.compile(r"^(.+)/(Adam|Adam_\d+|Momentum|RMSProp|RMSProp_\d+|Adagrad|Adadelta|Adadelta_\d+|Ftrl|Ftrl_\d+|"
                        r"ExponentialMovingAverage)$")
 _TF1_OPT_NAMES = {"global_step", "beta1_power", "beta2_power"}
-_PART = re.compile(r"^(.+)/part_(\d+)$")
 _LWW = re.compile(r"^(?:(.+)/)?layer_with_weights-(\d+)(/.*)$")
 
 
@@ -86,11 +85,7 @@ def _concat_entry(parts: list[Entry], axis: int) -> Entry:
 
 
 def _reassemble(entries: dict[str, Entry], notes: list[str]) -> dict[str, Entry]:
-    groups: dict[str, dict[int, str]] = {}
-    for name in entries:
-        m = _PART.match(name)
-        if m and m.group(1) not in entries:
-            groups.setdefault(m.group(1), {})[int(m.group(2))] = name
+    groups = {b: ps for b, ps in part_groups(entries).items() if b not in entries}
     for base, parts in groups.items():
         if sorted(parts) != list(range(len(parts))):
             notes.append(f"{base}: parts {sorted(parts)} are not part_0..part_{len(parts) - 1}; kept as they are")
