@@ -43,7 +43,7 @@ def child(args: argparse.Namespace) -> None:
             h = keras.layers.Bidirectional(keras.layers.LSTM(args.width, return_sequences=True), name=f"blstm{i}")(h)
         return keras.Model(x, keras.layers.Dense(1000, activation="softmax", name="output")(h))
 
-    from growstage.adapters.deferred import deferred_init
+    from growstage.framework.variables import deferred_init
 
     with deferred_init() as pending:  # the old model stands for a trained one: its values are not timed here
         old = build(args.old_depth)

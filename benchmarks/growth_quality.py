@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 import growstage
-from growstage.adapters.optimizer import optimizer_state, transfer_optimizer_state
+from growstage.framework.optimizer import optimizer_state, transfer_optimizer_state
 
 IN, OUT, BATCH, CHUNK = 16, 4, 64, 100
 STAGES = [(2, 32, 0.15), (4, 32, 0.25), (6, 64, 0.60)]  # depth, width, share of the budget

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 import growstage
-from growstage.schedule import Schedule
+from growstage.train.schedule import Schedule
 
 
 def rss_mb() -> float:

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 
 import growstage
-from growstage.adapters.deferred import deferred_init
+from growstage.framework.variables import deferred_init
 
 
 def build(layers: int, width: int) -> keras.Model:
@@ -57,7 +57,7 @@ class _Shape:
 
 
 def _shapes(model):
-    from growstage.adapters.graph import describe
+    from growstage.framework.adapters.graph import describe
 
     return {name: {s.name: s for s in info.params} for name, info in describe(model).items()}
 

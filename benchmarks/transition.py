@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 import growstage
-from growstage.adapters.deferred import deferred_init
+from growstage.framework.variables import deferred_init
 
 L = keras.layers
 

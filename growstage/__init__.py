@@ -15,35 +15,37 @@ Example::
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
-# numpy-only parts load at once; everything that needs TensorFlow loads on first use, so that
-# `import growstage.store` (a checkpoint writer, the crash harness) stays light.
-from .errors import (AutoNameError, GrowstageError, PlanError, ShapeError, StoreError,  # noqa: F401
-                     TransferError, UnknownNameError)
-from .resize import derive_split, resize  # noqa: F401
-from .rules import Rules  # noqa: F401
-from .store import load, save  # noqa: F401
-from .values import Param, Snapshot  # noqa: F401
+# The numpy core loads at once; everything else (h5py, TensorFlow, Keras) loads on first use, so
+# that `import growstage` stays light and the core works in an interpreter with numpy alone.
+from .core.errors import (AutoNameError, GrowstageError, PlanError, ShapeError, StoreError,  # noqa: F401
+                          TransferError, UnknownNameError)
+from .core.resize import derive_split, resize  # noqa: F401
+from .core.rules import Rules  # noqa: F401
+from .core.values import Param, Snapshot  # noqa: F401
 
 _LAZY = {
-    "ParamSpec": "adapters", "register_adapter": "adapters", "init_from_checkpoint": "assignment",
-    "keras_lstm_to_tf1": "convert", "tf1_lstm_to_keras": "convert", "Plan": "plan", "plan": "plan",
-    "preload": "preload", "Reader": "readers", "open_checkpoint": "readers", "PlanRow": "report",
-    "Schedule": "schedule", "Stage": "schedule", "layerwise": "schedule", "stack": "schedule",
-    "get_param_values_dict": "snapshot", "snapshot": "snapshot", "GrowingHistory": "trainer", "fit": "trainer",
-    "ImportContext": "transfer", "Report": "transfer", "apply": "transfer",
-    "set_param_values_by_dict": "transfer", "transfer": "transfer", "rebuild": "transfer",
+    "load": "io.store", "save": "io.store", "Reader": "io.readers", "open_checkpoint": "engine.sources",
+    "ParamSpec": "framework.adapters", "register_adapter": "framework.adapters",
+    "unregister_adapter": "framework.adapters",
+    "get_param_values_dict": "framework.capture", "snapshot": "framework.capture",
+    "transfer_optimizer": "framework.optimizer",
+    "Plan": "engine.planning", "plan": "engine.planning", "PlanRow": "engine.report", "Report": "engine.report",
+    "ImportContext": "engine.writing", "apply": "engine.writing", "set_param_values_by_dict": "engine.writing",
+    "transfer": "engine.writing", "rebuild": "engine.writing", "TransferOptions": "engine.options",
+    "init_from_checkpoint": "interop.assignment", "preload": "interop.preloading",
+    "keras_lstm_to_tf1": "interop.lstm_layouts", "tf1_lstm_to_keras": "interop.lstm_layouts",
+    "Schedule": "train.schedule", "Stage": "train.schedule", "layerwise": "train.schedule",
+    "stack": "train.schedule", "GrowingHistory": "train.fitting", "fit": "train.fitting",
 }
-_SUBPACKAGES = ("adapters", "readers", "growth", "fileops", "checkpoint", "checkpoint_dir")
+# the layer packages, reachable as attributes without an import
+_SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools")
 
 __version__ = "0.1.0"
 
 __all__ = sorted(["AutoNameError", "GrowstageError", "PlanError", "ShapeError", "StoreError", "TransferError",
-                  "UnknownNameError", "derive_split", "resize", "Rules", "load", "save", "Param", "Snapshot",
-                  *_LAZY])
+                  "UnknownNameError", "derive_split", "resize", "Rules", "Param", "Snapshot", *_LAZY])
 
 
 def __getattr__(name: str) -> Any:
@@ -58,15 +60,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
-
-
-class _Package(types.ModuleType):
-    # Importing a submodule sets it as an attribute of its package; for the modules named like the
-    # function they hold (growstage.snapshot, .plan, .transfer, .preload) the function must win.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import GrowstageError
+from growstage.core.errors import GrowstageError
 
 
 def _load_builder(spec: str) -> Any:
@@ -91,13 +91,13 @@ def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import fileops
+    from growstage import filetools as fileops
 
     if args.cmd == "inspect":
         _print_inspect(fileops.inspect(args.path, stats=args.stats), args.json)
         return 0
     if args.cmd == "plan":
-        from .plan import plan
+        from growstage.engine.planning import plan
 
         model = _load_builder(args.into)
         opts: dict[str, Any] = {"mode": args.mode, "fill": args.fill}
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = ap.parse_known_args(argv)
     try:
         if args.cmd == "demo":
-            from .demo import main as demo_main
+            from growstage.demo import main as demo_main
 
             return demo_main(rest)
         if rest:

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import growstage
-from growstage.schedule import Schedule, layerwise, stack
+from growstage.train.schedule import Schedule, layerwise, stack
 
 L = keras.layers
 N_FEAT, N_CLASSES, T = 8, 4, 24

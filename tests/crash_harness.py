@@ -35,9 +35,9 @@ def content(epoch: int) -> dict[str, dict[str, np.ndarray]]:
 
 
 def writer(directory: str, offset: int, stride: int) -> None:
-    from growstage.checkpoint_dir import latest_checkpoint, save_checkpoint
-    from growstage.store import save
-    from growstage.values import Snapshot, as_snapshot
+    from growstage.io.checkpoint_dir import latest_checkpoint, save_checkpoint
+    from growstage.io.store import save
+    from growstage.core.values import Snapshot, as_snapshot
 
     found = latest_checkpoint(directory)
     epoch = offset
@@ -58,9 +58,9 @@ def writer(directory: str, offset: int, stride: int) -> None:
 
 def check(directory: str, reported: int | None) -> str | None:
     """None when the directory is sound, else what is wrong."""
-    from growstage.checkpoint_dir import latest_checkpoint, list_checkpoints, verify
-    from growstage.errors import StoreError
-    from growstage.store import TMP_PREFIX, load
+    from growstage.io.checkpoint_dir import latest_checkpoint, list_checkpoints, verify
+    from growstage.core.errors import StoreError
+    from growstage.io.store import TMP_PREFIX, load
 
     for name in sorted(os.listdir(directory)):
         if name.startswith(TMP_PREFIX):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import growstage
-import growstage.adapters.optimizer
-from growstage.growth import GrowthMap
+import growstage.framework.optimizer
+from growstage.core.growth import GrowthMap
 
 L = keras.layers
 FILLS = ["preserve", "net2net", "double"]
@@ -124,12 +124,12 @@ def test_adam_slots_follow_the_growth_map_entry_by_entry():
     x = np.random.default_rng(5).normal(size=(16, 8)).astype("f4")
     small = mlp(4, 1)
     _train_a_little(small, x)
-    state = growstage.adapters.optimizer.optimizer_state(small)
+    state = growstage.framework.optimizer.optimizer_state(small)
     big = mlp(8, 1, seed=3)
     big.compile(keras.optimizers.Adam(0.01), "mse")
     p = growstage.plan(small, big, mode="subset", fill="net2net", fill_seed=11)
     growstage.apply(p)
-    growstage.adapters.optimizer.transfer_optimizer_state(state, p, big)
+    growstage.framework.optimizer.transfer_optimizer_state(state, p, big)
     opt = big.optimizer
     slot = {id(v): i for i, v in enumerate(opt._trainable_variables)}
     g = GrowthMap.build([[4]], [[8]], consumer_axes=(), method="net2net", seed=11).axes[0]

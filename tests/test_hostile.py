@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import growstage
-from growstage.errors import GrowstageError, PlanError
+from growstage.core.errors import GrowstageError, PlanError
 
 from conftest import build_blstm
 

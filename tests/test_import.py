@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import growstage
 from growstage.cli import main
-from growstage.errors import GrowstageError, PlanError
+from growstage.core.errors import GrowstageError, PlanError
 
 from test_readers import _tf1_save
 
@@ -223,7 +223,7 @@ def test_tf1_lstm_cell_checkpoint_into_keras_lstm(tmp_path, forget_bias):
                     v.load(np.linspace(-1, 1, 4 * n).astype("f4"), sess)
             expected = sess.run(out)
             prefix = tf.compat.v1.train.Saver().save(sess, str(tmp_path / "tf1"))
-    with growstage.readers.open_checkpoint(prefix) as r:
+    with growstage.io.readers.open_checkpoint(prefix) as r:
         values = growstage.tf1_lstm_to_keras(r.read("rnn/lstm_cell/kernel"), r.read("rnn/lstm_cell/bias"),
                                              forget_bias=forget_bias)
     inp = keras.Input((steps, n_in))

@@ -6,8 +6,8 @@ import tensorflow as tf
 import keras
 
 import growstage
-from growstage.errors import GrowstageError, StoreError
-from growstage.readers import open_checkpoint
+from growstage.core.errors import GrowstageError, StoreError
+from growstage.io.readers import open_checkpoint
 
 from conftest import build_blstm
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import growstage
-from growstage.errors import StoreError, TransferError
+from growstage.core.errors import StoreError, TransferError
 
 import crash_harness
 from conftest import build_blstm
@@ -29,8 +29,8 @@ def test_two_writers_one_directory_and_a_reader_never_sees_half_a_file(tmp_path)
     procs = [subprocess.Popen([sys.executable, crash_harness.__file__, "--writer", directory, "--offset", str(i),
                                "--stride", "2"], stdout=subprocess.DEVNULL, env=env) for i in range(2)]
     seen, bad, writers_seen = 0, [], set()
-    from growstage.checkpoint_dir import list_checkpoints, verify
-    from growstage.store import load
+    from growstage.io.checkpoint_dir import list_checkpoints, verify
+    from growstage.io.store import load
     deadline = time.time() + 6
     while time.time() < deadline:
         for _, path in list_checkpoints(directory):
@@ -73,7 +73,7 @@ def test_keras_file_with_lambda_payload_never_runs_it(tmp_path):
     x2 = keras.Input((3,))
     target = keras.Model(x2, keras.layers.Dense(2, name="out")(keras.layers.Dense(4, name="d")(x2)))
     growstage.transfer(path, target)
-    growstage.fileops.inspect(path, stats=True)
+    growstage.filetools.inspect(path, stats=True)
     assert not marker.exists()
     assert np.array_equal(target.get_layer("d").kernel.numpy(), m.get_layer("d").kernel.numpy())
     # the payload is real: Keras itself runs it when told to trust the file
@@ -98,7 +98,7 @@ def test_pickle_payloads_are_never_unpickled(tmp_path):
     npz = str(tmp_path / "evil.npz")
     np.savez(npz, w=np.array([_Payload(marker)], dtype=object), ok=np.ones(2, "f4"))
     assert not os.path.exists(marker)
-    for call in (lambda: growstage.open_checkpoint(npz), lambda: growstage.fileops.inspect(npz),
+    for call in (lambda: growstage.open_checkpoint(npz), lambda: growstage.filetools.inspect(npz),
                  lambda: growstage.transfer(npz, build_blstm(2, 1), ignore_unused=True)):
         with pytest.raises(StoreError, match="evil.npz"):
             call()

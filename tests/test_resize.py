@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from growstage import ShapeError, derive_split, resize
-from growstage.resize import covered_mask
+from growstage.core.resize import covered_mask
 
 from conftest import expected_blockwise
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import growstage
-from growstage.adapters.optimizer import optimizer_state
-from growstage.schedule import Schedule, layerwise, repetitions_for, stack
-from growstage.trainer import fit
+from growstage.framework.optimizer import optimizer_state
+from growstage.train.schedule import Schedule, layerwise, repetitions_for, stack
+from growstage.train.fitting import fit
 
 HERE = os.path.dirname(__file__)
 
@@ -119,7 +119,7 @@ def test_optimizer_slots_follow_width_growth_entry_by_entry(opt):
     src.layers["h0"]["bias"] = growstage.Param(np.zeros(3, "f4"), split=[[3]])
     src.layers["out"]["kernel"] = growstage.Param(np.zeros((3, 1), "f4"), split=[[3], [1]])
     p = growstage.plan(src, new, mode="subset")
-    from growstage.adapters.optimizer import transfer_optimizer_state
+    from growstage.framework.optimizer import transfer_optimizer_state
     transfer_optimizer_state(before, p, new)
     after = optimizer_state(new)
     assert after["iterations"] == before["iterations"] > 0

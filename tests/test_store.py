@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import growstage
-from growstage.store import TMP_PREFIX, clean_stale_tmp
+from growstage.io.store import TMP_PREFIX, clean_stale_tmp
 from conftest import build_blstm
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import growstage
-from growstage.schedule import Schedule
+from growstage.train.schedule import Schedule
 
 
 
@@ -45,7 +45,7 @@ def main():
     hist = growstage.fit(sched, x, y, epochs=7, seed=1, checkpoint_dir=ckpt, resume="--resume" in sys.argv,
                          compile=lambda m, s: m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse"),
                          batch_size=8, shuffle=False, on_epoch_end=on_epoch_end, log=None)
-    from growstage.adapters.optimizer import optimizer_state
+    from growstage.framework.optimizer import optimizer_state
     state = optimizer_state(hist.model)
     vd = growstage.snapshot(hist.model).values_dict()
     vd["@opt"] = {f"{l}/{p}#{f}": a for l, ps in state["slots"].items() for p, fs in ps.items() for f, a in fs.items()}

@@ -1,0 +1,210 @@
+"""Function-preserving growth: one index map per axis, shared by a param and its optimizer slots.
+
+Every new entry either copies an old entry times a scale, or is fresh.
+``preserve``: grown positions are fresh; fresh entries on a *consumer axis*
+(an axis that reads units: a layer's input, a recurrent kernel's rows, the
+heads of an attention output, the head size of a query) are zero, so old
+units never see new ones; fresh entries only on the layer's own axes keep the
+target's init.  ``net2net``: grown positions duplicate randomly chosen old
+ones (seeded, the same choice wherever a block of that size grows, so a
+producer and its consumers agree); on consumer axes each copy is divided by
+its copy count.  ``double``: every grown block exactly doubles; when a param
+doubles both a consumer axis and an own axis it becomes block-diagonal,
+otherwise copies on consumer axes are halved.  Optimizer slots follow the
+same map: ``slot * scale**power`` (1 for first moments, 2 for second), fresh
+entries zero.  numpy only.
+
+Example::
+
+    >>> import numpy as np
+    >>> w = np.array([[1.0, 2.0], [3.0, 4.0]])          # Dense kernel (inputs, units)
+    >>> g = GrowthMap.build([[2], [2]], [[3], [2]], consumer_axes=(0,), method="net2net", seed=0)
+    >>> out = g.apply(w, fresh_value=None)
+    >>> bool(np.allclose(out[:2].sum(0) + out[2], w.sum(0)))   # the copy and its original share the row
+    True
+    >>> GrowthMap.build([[2], [2]], [[4], [4]], consumer_axes=(0,), method="double").apply(w, fresh_value=None)
+    array([[1., 2., 0., 0.],
+           [3., 4., 0., 0.],
+           [0., 0., 1., 2.],
+           [0., 0., 3., 4.]])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from growstage.core.errors import ShapeError
+from growstage.core.resize import Split
+
+PRESERVING = ("preserve", "net2net", "double")
+
+
+@dataclass
+class AxisMap:
+    """For each new position: the old position it copies (-1: fresh), its copy count and (double) its half."""
+
+    index: np.ndarray
+    count: np.ndarray
+    half: np.ndarray
+    grew: bool
+
+
+def _block(o: int, n: int, method: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if n <= o:
+        return np.arange(n), np.zeros(n, np.int64)
+    if method == "preserve":
+        return np.concatenate([np.arange(o), np.full(n - o, -1)]), np.zeros(n, np.int64)
+    if o == 0:
+        raise ShapeError(f"fill {method!r} duplicates old units, but a block grows from 0 to {n}")
+    if method == "double":
+        if n != 2 * o:
+            raise ShapeError(f"fill 'double' needs every grown block exactly doubled; a block grows {o} -> {n}")
+        return np.concatenate([np.arange(o), np.arange(o)]), np.repeat([0, 1], o)
+    rng = np.random.default_rng([seed, o, n])
+    return np.concatenate([np.arange(o), rng.integers(0, o, n - o)]), np.zeros(n, np.int64)
+
+
+def axis_map(old_blocks: Sequence[int], new_blocks: Sequence[int], method: str, seed: int = 0) -> AxisMap:
+    idx, half, counts = [], [], []
+    o_off = 0
+    for o, n in zip(old_blocks, new_blocks):
+        i, h = _block(o, n, method, seed)
+        c = np.ones(n, np.int64)
+        mapped = i >= 0
+        if mapped.any():
+            c[mapped] = np.bincount(i[mapped], minlength=o)[i[mapped]]
+        idx.append(np.where(mapped, i + o_off, -1))
+        half.append(h)
+        counts.append(c)
+        o_off += o
+    return AxisMap(np.concatenate(idx), np.concatenate(counts), np.concatenate(half),
+                   any(n > o for o, n in zip(old_blocks, new_blocks)))
+
+
+def _along(vec: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return vec.reshape(shape)
+
+
+@dataclass
+class GrowthMap:
+    """The map of one param: see the module doc.  ``factor`` multiplies every copied entry."""
+
+    axes: list[AxisMap]
+    consumer_axes: tuple[int, ...]
+    method: str
+    factor: float = 1.0
+
+    @classmethod
+    def build(cls, old_split: Split, new_split: Split, *, consumer_axes: Sequence[int], method: str,
+              seed: int = 0, factor: float = 1.0) -> "GrowthMap":
+        return cls([axis_map(o, n, method, seed) for o, n in zip(old_split, new_split)],
+                   tuple(consumer_axes), method, factor)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a.index) for a in self.axes)
+
+    def _scale_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        nd = len(self.axes)
+        scale = np.ones((1,) * nd)
+        zero = np.zeros((1,) * nd, bool)
+        grown_own = [a for i, a in enumerate(self.axes) if a.grew and i not in self.consumer_axes]
+        grown_cons = [i for i in self.consumer_axes if self.axes[i].grew]
+        coupled = self.method == "double" and grown_own and grown_cons
+        if coupled:
+            halves = [_along(a.half, i, nd) for i, a in enumerate(self.axes) if a.grew]
+            for h in halves[1:]:
+                zero = zero | (h != halves[0])
+        elif self.method in ("net2net", "double"):
+            for i in grown_cons:
+                scale = scale / _along(self.axes[i].count.astype(np.float64), i, nd)
+        return scale * self.factor, zero
+
+    def fresh_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """(fresh anywhere, fresh on a consumer axis), broadcastable to :attr:`shape`."""
+        nd = len(self.axes)
+        any_fresh = np.zeros((1,) * nd, bool)
+        cons_fresh = np.zeros((1,) * nd, bool)
+        for i, a in enumerate(self.axes):
+            f = _along(a.index < 0, i, nd)
+            any_fresh = any_fresh | f
+            if i in self.consumer_axes:
+                cons_fresh = cons_fresh | f
+        return any_fresh, cons_fresh
+
+    def apply(self, old: np.ndarray, *, fresh_value: np.ndarray | None, power: int = 1,
+              noise: float = 0.0, seed: int = 0) -> np.ndarray:
+        """The new value.  Fresh entries: ``fresh_value`` (the target's init; None for zeros) or zero on
+        consumer axes.  ``power`` scales optimizer slots by ``scale**power``; ``noise`` (net2net) splits
+        each divided row among its copies unequally, keeping their sum."""
+        old = np.asarray(old)
+        idx = [np.where(a.index >= 0, a.index, 0) for a in self.axes]
+        out = old[np.ix_(*idx)] if old.ndim else old.copy()
+        scale, zero = self._scale_and_mask()
+        if np.any(scale != 1.0):
+            out = (out * scale ** power).astype(old.dtype, copy=False)
+        if noise and power == 1 and self.method == "net2net":
+            out = self._split_noise(out, noise, seed)
+        any_fresh, cons_fresh = self.fresh_mask()
+        if fresh_value is None or power != 1:
+            out = np.where(any_fresh | zero, np.zeros((), old.dtype), out)
+        else:
+            fresh = np.where(cons_fresh, np.zeros((), old.dtype), np.asarray(fresh_value, old.dtype))
+            out = np.where(any_fresh, fresh, np.where(zero, np.zeros((), old.dtype), out))
+        return np.ascontiguousarray(out)
+
+    def _split_noise(self, out: np.ndarray, noise: float, seed: int) -> np.ndarray:
+        axis = next((i for i in self.consumer_axes if self.axes[i].grew), None)
+        if axis is None:
+            return out
+        a = self.axes[axis]
+        eps = np.random.default_rng([seed, 7]).normal(0.0, noise, out.shape) * np.abs(out)
+        # subtract each copy group's mean, so the copies of one old unit still sum to its row
+        moved = np.moveaxis(eps, axis, 0)
+        groups = np.where(a.index >= 0, a.index, -1)
+        for g in np.unique(groups[a.count > 1]):
+            members = groups == g
+            moved[members] -= moved[members].mean(axis=0, keepdims=True)
+        moved[a.count <= 1] = 0.0
+        return (out + np.moveaxis(moved, 0, axis)).astype(out.dtype, copy=False)
+
+
+def consumer_axes(param: str, roles: Sequence[str] | None) -> tuple[int, ...]:
+    """The axes of a param that read units of some layer (its own previous step included).
+
+    >>> consumer_axes("cell/recurrent_kernel", ("units", "gates")), consumer_axes("kernel", ("input", "units"))
+    ((0,), (0,))
+    """
+    roles = tuple(roles or ())
+    axes = {i for i, r in enumerate(roles) if r == "input"}
+    if param.endswith("recurrent_kernel") and roles:
+        axes.add(0)
+    if param.endswith("attention_output/kernel"):
+        axes |= {i for i, r in enumerate(roles) if r in ("heads", "head_dim")}
+    if param.split("/")[-2:-1] == ["query"]:
+        axes |= {i for i, r in enumerate(roles) if r == "head_dim"}
+    return tuple(sorted(axes))
+
+
+def query_factor(param: str, roles: Sequence[str] | None, old_split: Split, new_split: Split) -> float:
+    """Attention scales queries by 1/sqrt(head size); a grown head size is undone on the query's old entries.
+
+    >>> query_factor("att/query/kernel", ("input", "heads", "head_dim"), [[4], [2], [4]], [[4], [2], [16]])
+    2.0
+    """
+    if param.split("/")[-2:-1] != ["query"] or not roles or "head_dim" not in roles:
+        return 1.0
+    axis = list(roles).index("head_dim")
+    return float(np.sqrt(sum(new_split[axis]) / sum(old_split[axis])))
+
+
+def for_row(row, roles: Sequence[str] | None, fill, seed: int = 0) -> GrowthMap | None:
+    """The map of a padded plan row under a function-preserving ``fill``; None for the plain fills."""
+    if row.action != "padded" or not (isinstance(fill, str) and fill in PRESERVING):
+        return None
+    return GrowthMap.build(row.old_split, row.new_split, consumer_axes=consumer_axes(row.param, roles),
+                           method=fill, seed=seed, factor=query_factor(row.param, roles, row.old_split, row.new_split))

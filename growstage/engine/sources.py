@@ -1,0 +1,122 @@
+"""Resolving what a transfer reads: a snapshot, a checkpoint path in any readable format,
+a Keras model or a values dict, renamed by rules, edited by ``on_values``, completed by
+``custom_missing_load_func``.
+
+Example::
+
+    >>> import numpy as np
+    >>> snap = resolve_source({"enc": {"kernel": np.ones((2, 2))}})
+    >>> list(apply_rules(snap, {"scopes": {"enc/": "encoder/"}}, ["encoder"]).layers)
+    ['encoder']
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from growstage.framework.adapters.graph import LayerInfo
+from growstage.core.rules import Rules
+from growstage.io.readers.base import Reader
+from growstage.core.values import Param, Snapshot, as_snapshot, snapshot_from_flat
+
+
+def _is_keras_model(obj: Any) -> bool:
+    return hasattr(obj, "layers") and hasattr(obj, "weights") and hasattr(obj, "get_layer")
+
+
+def open_checkpoint(path: str | os.PathLike, *, model: Any = None) -> Reader:
+    """Open any checkpoint growstage reads, lazily: names, shapes, dtypes, ``read(name, index)``.
+
+    ``model`` (a model of the architecture that wrote a Keras weight file) names its layers and params.
+
+    Example::
+
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+        >>> np.savez(path, **{"out/kernel": np.ones((3, 2), "f4")})
+        >>> with open_checkpoint(path) as r:
+        ...     print(list(r), r["out/kernel"].shape)
+        ['out/kernel'] (3, 2)
+    """
+    from growstage.io.readers import open_checkpoint as open_file
+
+    names = None
+    if model is not None:
+        from growstage.framework.capture import param_names as names
+    return open_file(path, model=model, param_names=names)
+
+
+def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None) -> Snapshot:
+    """A Snapshot from a Snapshot, a checkpoint path (any format the readers know), a Keras model or a values dict.
+
+    ``naming_model`` names the layers of Keras weight files (see :mod:`growstage.io.readers`).
+    """
+    if isinstance(source, Snapshot):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        from growstage.io.readers import detect_format
+
+        if detect_format(os.fspath(source)) == "growstage":
+            from growstage.io.store import load
+
+            return load(source)
+        return open_checkpoint(source, model=naming_model).to_snapshot()
+    if _is_keras_model(source):
+        from growstage.framework.capture import snapshot
+
+        return snapshot(source, allow_auto_names=allow_auto_names)
+    return as_snapshot(source)
+
+
+def apply_rules(src: Snapshot, rules: Any, layer_names: Iterable[str]) -> Snapshot:
+    """``src`` renamed by :class:`~growstage.core.rules.Rules` and cut at the target's layer names.
+
+    Ignored names drop out (they show in the notes); one source param may feed several targets.
+    """
+    r = Rules.coerce(rules)
+    result = r.apply(src.keys_flat())
+    flat = src.flat()
+    notes = list(src.notes)
+    if result.ignored:
+        notes.append(f"{len(result.ignored)} source params dropped by ignore rules")
+    return snapshot_from_flat({t: flat[s] for t, s in result.targets.items()}, layer_names, meta=src.meta, notes=notes)
+
+
+def edit_values(src: Snapshot, on_values: Callable) -> Snapshot:
+    values = src.values_dict()
+    edited = on_values(values)
+    if edited is None:
+        edited = values
+    layers: dict[str, dict[str, Param]] = {}
+    for lname, params in edited.items():
+        layers[lname] = {}
+        for pname, arr in params.items():
+            arr = np.asarray(arr)
+            old = src.layers.get(lname, {}).get(pname)
+            keep = old is not None and old.shape == arr.shape
+            layers[lname][pname] = Param(arr, split=old.split if keep else None, roles=old.roles if keep else None)
+    return Snapshot(layers, meta=src.meta, notes=src.notes)
+
+
+def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: Callable[[str], str | None],
+                  func: Callable[[str, tuple, Any], Any]) -> Snapshot:
+    """Ask ``func(name, shape, reader)`` for every target param the source lacks (RETURNN's hook)."""
+    from growstage.io.readers import from_snapshot
+
+    reader = from_snapshot(Snapshot(src.layers, meta={}), str(src.meta.get("_path", "<source>")))
+    layers = {l: dict(ps) for l, ps in src.layers.items()}
+    notes = list(src.notes)
+    for lname, info in targets.items():
+        src_lname = source_layer_of(lname)
+        if src_lname is None:
+            continue
+        for spec in info.params:
+            if spec.name in layers.get(src_lname, {}):
+                continue
+            value = func(f"{lname}/{spec.name}", spec.shape, reader)
+            if value is not None:
+                layers.setdefault(src_lname, {})[spec.name] = Param(np.asarray(value))
+                notes.append(f"{lname}/{spec.name}: value from custom_missing_load_func")
+    return Snapshot(layers, meta=src.meta, notes=notes)

@@ -1,0 +1,114 @@
+"""Function-preserving starts for layers a grown model adds (fills preserve, net2net, double).
+
+A new layer whose output reaches an ``Add`` through new or weightless layers
+sits in a residual branch: the last weighted layer before the ``Add`` starts
+at zero (a Dense/Conv: kernel and bias; attention: its output projection; a
+recurrent layer: every weight, which makes an LSTM/GRU output exactly zero;
+a normalisation: gamma and beta), so the branch adds nothing.  Other new
+layers start as the identity when they can (Net2DeeperNet): a Dense with as
+many units as inputs and a linear or ReLU activation (exact for ReLU when its
+input is a ReLU output, else reported).  Anything else is reported as not
+function-preserving.
+
+Example::
+
+    >>> import keras
+    >>> x = keras.Input((4,))
+    >>> h = keras.layers.Dense(4, activation="relu", name="a")(x)
+    >>> h = keras.layers.Dense(4, activation="relu", name="new")(h)
+    >>> m = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+    >>> from growstage.framework.adapters.graph import describe
+    >>> new_layer_start(describe(m), "new", {"new"})
+    ('identity', 'new layer: starts as the identity (Net2DeeperNet)')
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from growstage.framework.adapters.graph import LayerInfo
+
+_IDENTITY_ACTS = ("linear", "relu")
+
+
+def _consumers(layer: Any) -> list[Any]:
+    ops = [n.operation for n in getattr(layer, "_outbound_nodes", []) if getattr(n, "operation", None) is not None]
+    return list({id(op): op for op in ops}.values())  # attention reads one tensor as query and value
+
+
+def _activation(layer: Any) -> str | None:
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", None) if act is not None else None
+
+
+def _branch_end(layer: Any, new_ids: set[int]) -> Any | None:
+    """The last weighted layer before an ``Add`` on the single-consumer path from ``layer``, or None."""
+    last, cur = layer, layer
+    for _ in range(64):
+        nxt = _consumers(cur)
+        if len(nxt) != 1:
+            return None
+        cur = nxt[0]
+        if isinstance(cur, keras.layers.Add):
+            return last
+        if cur.weights:
+            if id(cur) not in new_ids:
+                return None
+            last = cur
+    return None
+
+
+def _input_layer(layer: Any) -> Any | None:
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if not nodes or not nodes[0].input_tensors:
+        return None
+    hist = getattr(nodes[0].input_tensors[0], "_keras_history", None)
+    return hist.operation if hist is not None else None
+
+
+def new_layer_start(targets: dict[str, LayerInfo], name: str, new_layers: set[str],
+                    new_ids: set[int] | None = None) -> tuple[str, str]:
+    """``(action, reason)`` for new layer ``name``: action ``zeroed``, ``identity`` or ``kept-init``.
+
+    ``new_ids``: the ids of the new layers' objects, when the caller already has them."""
+    info = targets[name]
+    if new_ids is None:
+        new_ids = {id(targets[n].layer) for n in new_layers}
+    end = _branch_end(info.layer, new_ids)
+    if end is not None:
+        if end is info.layer:
+            return "zeroed", "new layer: ends a residual branch, starts at zero"
+        return "kept-init", f"new layer in a residual branch that {end.name!r} zeroes"
+    layer = info.layer
+    if isinstance(layer, keras.layers.Dense) and _activation(layer) in _IDENTITY_ACTS:
+        k = layer.kernel
+        if k.shape[0] == k.shape[1]:
+            src = _input_layer(layer)
+            if _activation(layer) == "relu" and _activation(src) != "relu":
+                return "identity", ("new layer: starts as the identity; NOT exact: ReLU of an input that may be "
+                                    "negative")
+            return "identity", "new layer: starts as the identity (Net2DeeperNet)"
+    return "kept-init", (f"new layer: NOT function-preserving ({type(layer).__name__} is neither in a residual "
+                         "branch nor an identity-capable Dense)")
+
+
+def zeroed_params(info: LayerInfo) -> list[str]:
+    """The params that make ``info``'s layer output zero."""
+    names = [p.name for p in info.params]
+    if isinstance(info.layer, keras.layers.MultiHeadAttention):
+        return [n for n in names if n.startswith("attention_output/")]
+    return names
+
+
+def start_values(info: LayerInfo, action: str) -> dict[str, np.ndarray]:
+    """``{param: value}`` for a new layer starting as ``action`` (``zeroed`` or ``identity``)."""
+    out = {}
+    for p in info.params:
+        dtype = np.dtype(p.variable.dtype)
+        if action == "zeroed" and p.name in zeroed_params(info):
+            out[p.name] = np.zeros(p.shape, dtype)
+        elif action == "identity":
+            out[p.name] = np.eye(*p.shape, dtype=dtype) if p.name == "kernel" else np.zeros(p.shape, dtype)
+    return out

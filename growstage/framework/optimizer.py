@@ -1,0 +1,116 @@
+"""Optimizer state of Keras 3 optimizers, per param, and its transfer across growth.
+
+Slot families are found generically: every list attribute of the optimizer
+holding one variable per trainable variable, with matching shapes (Adam's
+``_momentums`` and ``_velocities``, RMSprop's ``_velocities``, SGD's
+``momentums``, ...).  Each slot is resized with the plan of its param: copied,
+sliced or padded block-wise, new entries zero; under a function-preserving
+fill (net2net, double) a slot follows its param's growth map, scaled by
+``scale`` (first moments) or ``scale**2`` (second moments).  The iteration
+count is kept.
+
+Example::
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="out")])
+    >>> m.compile(optimizer="adam", loss="mse"); m.optimizer.build(m.trainable_variables)
+    >>> sorted(optimizer_state(m)["slots"]["out"]["kernel"])
+    ['_momentums', '_velocities']
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from growstage.core.resize import resize
+from growstage.core.growth import for_row
+from growstage.framework.adapters.graph import describe
+
+
+def slot_power(family: str) -> int:
+    """2 for slots that accumulate squared gradients (Adam's and RMSprop's velocities, Adagrad's
+    accumulators), else 1: a param scaled by s has its slot scaled by s**power."""
+    f = family.lower()
+    return 2 if ("veloc" in f or "accum" in f or "hat" in f) else 1
+
+
+def _slot_families(optimizer: Any) -> dict[str, list]:
+    tvars = list(getattr(optimizer, "_trainable_variables", []) or [])
+    if not tvars:
+        return {}
+    fams = {}
+    for attr, val in vars(optimizer).items():
+        if attr == "_trainable_variables" or not isinstance(val, list) or len(val) != len(tvars):
+            continue
+        if all(hasattr(v, "assign") and tuple(v.shape) == tuple(t.shape) for v, t in zip(val, tvars)):
+            fams[attr] = val
+    return fams
+
+
+def _param_keys(infos: dict) -> dict[int, tuple[str, str]]:
+    return {id(p.variable): (lname, p.name) for lname, info in infos.items() for p in info.params}
+
+
+def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_names: bool = False) -> dict:
+    """``{"iterations": int, "slots": {layer: {param: {family: ndarray}}}, "class": name}``."""
+    opt = optimizer or model.optimizer
+    keys = _param_keys(describe(model, allow_auto_names=allow_auto_names))
+    slots: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    fams = _slot_families(opt)
+    for i, tv in enumerate(getattr(opt, "_trainable_variables", []) or []):
+        key = keys.get(id(tv))
+        if key is None:
+            continue
+        entry = slots.setdefault(key[0], {}).setdefault(key[1], {})
+        for fam, vs in fams.items():
+            entry[fam] = np.array(vs[i].numpy())
+    return {"iterations": int(opt.iterations.numpy()), "slots": slots, "class": type(opt).__name__}
+
+
+def ensure_built(model: Any) -> Any:
+    opt = model.optimizer
+    if not getattr(opt, "built", False):
+        opt.build(model.trainable_variables)
+    return opt
+
+
+def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False) -> dict[str, int]:
+    """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan).
+
+    Returns counts per outcome.  With ``reset=True``, or when the new stage
+    uses another optimizer class, slots stay zero and the iteration count
+    starts over.
+    """
+    opt = ensure_built(model)
+    counts = {"slots_written": 0, "slots_zero": 0}
+    if reset or (state.get("class") and state["class"] != type(opt).__name__):
+        return counts
+    opt.iterations.assign(state["iterations"])
+    fams = _slot_families(opt)
+    keys = _param_keys(plan.targets)  # the plan already described this model
+    index = {keys[id(tv)]: i for i, tv in enumerate(opt._trainable_variables) if id(tv) in keys}
+    for row in plan.rows:
+        if row.layer is None or (row.layer, row.param) not in index:
+            continue
+        i = index[(row.layer, row.param)]
+        src = None
+        if row.source is not None and row.action in ("copied", "sliced", "padded", "custom"):
+            src = state["slots"].get(row.source_layer, {}).get(row.param)
+        # one map per param, for all its slot families
+        gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.fills.get(row.layer), plan.fill_seed)
+        for fam, vs in fams.items():
+            var = vs[i]
+            if src is None or fam not in src:
+                counts["slots_zero"] += 1
+                continue
+            old = src[fam]
+            if old.shape == tuple(var.shape):
+                new = old
+            elif gm is not None:
+                new = gm.apply(old, fresh_value=None, power=slot_power(fam))
+            else:
+                new = resize(old, tuple(var.shape), old_split=row.old_split, new_split=row.new_split, fill=0)
+            var.assign(new.astype(np.dtype(var.dtype), copy=False))
+            counts["slots_written"] += 1
+    return counts

@@ -1,0 +1,245 @@
+"""Building a model without running its initializers, for a transfer that overwrites them.
+
+Inside :func:`deferred_init`, Keras variables record their initializer instead
+of calling it (orthogonal initialisation of recurrent kernels is most of the
+time of building a large model).  The transfer then creates each variable
+straight from its new value (one copy, no initializer, no backup read), runs
+the recorded initializer only for variables that keep or read their init, and
+on failure initialises every variable it touched from its initializer, so the
+model is left freshly built.  Keras initializers draw from the seed they got
+when created, so skipping some does not change the others' values.
+
+Relies on the TensorFlow backend's ``Variable._initialize`` and
+``_initialize_with_initializer``; without them it builds normally.  Not
+thread-safe: do not build other models in other threads meanwhile.
+
+Example::
+
+    >>> import keras
+    >>> with deferred_init() as pending:
+    ...     d = keras.layers.Dense(3, name="d"); d.build((None, 2))
+    >>> pending.is_pending(d.kernel), tuple(d.kernel.shape)
+    (True, (2, 3))
+    >>> pending.materialize_all(); pending.is_pending(d.kernel), d.kernel.numpy().shape
+    (False, (2, 3))
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator, NoReturn
+
+import numpy as np
+
+from growstage.core.errors import GrowstageError, TransferError
+
+
+def _variable_class() -> type | None:
+    try:
+        from keras.src.backend.tensorflow.core import Variable
+    except ImportError:
+        return None
+    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer"))
+    return Variable if ok else None
+
+
+def read_tensor(variable: Any) -> Any:
+    """The variable's current value as an immutable framework tensor (no copy on TensorFlow:
+    a later write to the variable copies its buffer first), or None where unavailable."""
+    try:
+        import tensorflow as tf
+
+        t = tf.convert_to_tensor(getattr(variable, "value", variable))
+        t._numpy  # eager only
+        return t
+    except Exception:
+        return None
+
+
+def tensor_view(tensor: Any) -> np.ndarray:
+    arr = tensor._numpy()  # shares the tensor's buffer; read-only, since the buffer may be a variable's
+    arr.flags.writeable = False
+    return arr
+
+
+def read_variable(variable: Any) -> np.ndarray:
+    """The value of a framework variable as a read-only numpy array (a view of the tensor, no copy)."""
+    t = read_tensor(variable)
+    return tensor_view(t) if t is not None else np.array(variable.numpy())
+
+
+def host_tensor(value: np.ndarray, dtype: Any) -> Any:
+    """``value`` as a TensorFlow tensor of the variable's dtype, copied once.
+
+    ``tf.convert_to_tensor`` copies a numpy array twice (a defensive copy, then the
+    tensor); building the eager tensor directly copies once.  Falls back to the array.
+    """
+    if hasattr(value, "_numpy") and np.dtype(value.dtype.as_numpy_dtype) == np.dtype(dtype):
+        return value  # already a tensor: a new variable shares its buffer until one of them is written
+    arr = np.ascontiguousarray(value, dtype=np.dtype(dtype))
+    try:
+        import tensorflow as tf
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import ops
+
+        return ops.EagerTensor(arr, context.context().device_name, tf.as_dtype(arr.dtype).as_datatype_enum)
+    except Exception:  # another TensorFlow version, or not eager: let Keras convert it
+        return arr
+
+
+class Pending:
+    """Variables created inside :func:`deferred_init` that have no value yet."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._vars: dict[int, Any] = {}
+        self._inits: dict[int, Any] = {}
+        self.active = False
+        # threads halve the time of initializers like orthogonal (a QR each), but hold their
+        # temporaries at once: threads=1 for the lowest peak memory
+        self.threads = threads or os.cpu_count() or 1
+
+    def record(self, variable: Any, initializer: Any) -> None:
+        self._vars[id(variable)] = variable
+        self._inits[id(variable)] = initializer
+
+    def is_pending(self, variable: Any) -> bool:
+        return id(variable) in self._vars
+
+    def set(self, variable: Any, value: np.ndarray) -> None:
+        """Create the variable from ``value`` (its initializer never runs)."""
+        variable._initialize(host_tensor(value, variable.dtype))
+        del self._vars[id(variable)]
+
+    def materialize(self, variable: Any) -> None:
+        if id(variable) in self._vars:
+            variable._initialize_with_initializer(self._inits[id(variable)])
+            del self._vars[id(variable)]
+
+    def materialize_many(self, variables: list[Any]) -> None:
+        """Materialize several at once: initializers seeded with a plain int are pure functions, so
+        their values are computed in threads (TensorFlow ops release the GIL); the variables are
+        created here, in the caller's thread, where a ``tf.distribute`` scope applies."""
+        todo = [v for v in {id(v): v for v in variables}.values() if id(v) in self._vars]
+        pure = [v for v in todo if isinstance(getattr(self._inits[id(v)], "seed", None), int)]
+        if len(pure) > 1 and self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def value(v: Any) -> Any:
+                return self._inits[id(v)](tuple(int(d) for d in v.shape), dtype=v.dtype)
+
+            with ThreadPoolExecutor(max_workers=min(len(pure), self.threads)) as pool:
+                for v, val in zip(pure, pool.map(value, pure)):
+                    v._initialize(val)
+                    del self._vars[id(v)]
+        for v in todo:
+            self.materialize(v)
+
+    def materialize_all(self) -> None:
+        for v in list(self._vars.values()):
+            self.materialize(v)
+
+    def initializer(self, variable: Any) -> Any:
+        return self._inits[id(variable)]
+
+    def reinitialize(self, variable: Any) -> None:
+        """Give a variable created from a value its initializer's value, as a fresh build would."""
+        variable._initialize_with_initializer(self._inits[id(variable)])
+
+    def __len__(self) -> int:
+        return len(self._vars)
+
+
+@contextlib.contextmanager
+def deferred_init(threads: int | None = None) -> Iterator[Pending]:
+    """Within the block, new Keras variables wait for a value (see the module doc)."""
+    pending = Pending(threads)
+    cls = _variable_class()
+    if cls is None:
+        yield pending
+        return
+    original = cls._initialize_with_initializer
+
+    def record(self: Any, initializer: Any) -> None:
+        pending.record(self, initializer)
+
+    cls._initialize_with_initializer = record
+    pending.active = True
+    try:
+        yield pending
+    finally:
+        cls._initialize_with_initializer = original
+
+
+class UndoLog:
+    """Remembers each variable's value before its first write, to restore on failure.
+
+    Variables of a model built under :func:`~growstage.framework.variables.deferred_init`
+    that have no value yet are created straight from their new value, with nothing
+    to back up; on failure they get their initializer's value, as a fresh build would.
+    """
+
+    def __init__(self, pending: Any = None) -> None:
+        self.saved: list[tuple[Any, np.ndarray]] = []
+        self.seen: set[int] = set()
+        self.pending = pending
+        self.fresh: list[Any] = []
+
+    def is_pending(self, variable: Any) -> bool:
+        return self.pending is not None and self.pending.is_pending(variable)
+
+    def keep(self, variable: Any, value: np.ndarray | None = None) -> None:
+        if id(variable) not in self.seen and not self.is_pending(variable):
+            self.seen.add(id(variable))
+            self.saved.append((variable, read_variable(variable) if value is None else value))
+
+    def current(self, variable: Any) -> np.ndarray:
+        """The variable's value now (its init, for a variable still waiting for one), kept for undo."""
+        if self.is_pending(variable):
+            self.pending.materialize(variable)
+        value = read_variable(variable)
+        self.keep(variable, value)
+        return value
+
+    def write(self, variable: Any, value: Any, name: str) -> None:
+        """The one way a transfer writes: shape-checked, backed up (or created, if still pending)."""
+        shape = tuple(int(d) for d in variable.shape)
+        if tuple(int(d) for d in value.shape) != shape:
+            raise GrowstageError(f"param {name}: value of shape {tuple(value.shape)} for a variable of shape {shape}")
+        if self.is_pending(variable):
+            self.pending.set(variable, value)
+            self.fresh.append(variable)
+        else:
+            self.keep(variable)
+            variable.assign(host_tensor(value, variable.dtype))
+
+    def finish(self) -> None:
+        if self.pending is not None:
+            self.pending.materialize_all()
+
+    def fail(self, error: BaseException, what: str) -> NoReturn:
+        """Restore everything, then re-raise ``error`` (as a TransferError unless it is an interrupt)."""
+        lost = self.restore()
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise error
+        state = ("every target value was restored" if not lost
+                 else f"COULD NOT RESTORE {', '.join(lost)}: reload those from a snapshot")
+        raise TransferError(f"{what}: {type(error).__name__}: {error}; {state}") from error
+
+    def restore(self) -> list[str]:
+        """Restore every saved value; returns the paths that could not be restored."""
+        lost = []
+        for variable, value in reversed(self.saved):
+            try:
+                variable.assign(value)
+            except Exception:  # keep restoring the others
+                lost.append(getattr(variable, "path", repr(variable)))
+        for variable in self.fresh:
+            try:
+                self.pending.reinitialize(variable)
+            except Exception:
+                lost.append(getattr(variable, "path", repr(variable)))
+        try:
+            self.finish()
+        except Exception:
+            lost.append("variables still waiting for their initializer")
+        return lost

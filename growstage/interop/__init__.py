@@ -1,0 +1,2 @@
+"""Other systems' ways in and out: TensorFlow assignment maps, RETURNN's preload, layout
+conversions."""

@@ -1,0 +1,85 @@
+"""A directory of per-epoch checkpoint files: names, rotation, and the latest complete one.
+
+numpy and h5py only, so that a process that just writes or checks files
+does not import a framework.  Several writers may share a directory: each
+writes under a temporary name that carries its pid and renames atomically,
+so a reader sees a complete file or none; stale temporary files of dead
+writers are removed by the next :func:`latest_checkpoint`.
+
+Example::
+
+    >>> import numpy as np, tempfile
+    >>> from growstage.core.values import Snapshot, Param
+    >>> d = tempfile.mkdtemp()
+    >>> for e in range(4):
+    ...     _ = save_checkpoint(d, Snapshot({"w": {"v": Param(np.full(2, e))}}, meta={"epoch": e}), epoch=e, keep=2)
+    >>> [e for e, _ in list_checkpoints(d)], latest_checkpoint(d)[1].meta["epoch"]
+    ([2, 3], 3)
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from growstage.core.errors import StoreError
+from growstage.io.store import clean_stale_tmp, load, save
+from growstage.core.values import Snapshot
+
+_NAME = re.compile(r"^epoch-(\d{4,})\.h5$")
+
+
+def checkpoint_path(directory: str | os.PathLike, epoch: int) -> Path:
+    return Path(directory) / f"epoch-{epoch:04d}.h5"
+
+
+def save_checkpoint(directory: str | os.PathLike, snap: Snapshot, *, epoch: int, keep: int = 3) -> Path:
+    """Atomically write ``snap`` as epoch ``epoch``'s file and drop all but the newest ``keep``."""
+    os.makedirs(directory, exist_ok=True)
+    path = save(snap, checkpoint_path(directory, epoch))
+    for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        try:
+            os.unlink(old)
+        except OSError:  # another writer removed it first
+            pass
+    return path
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
+    """``(epoch, path)`` of every checkpoint file name, oldest first (not verified)."""
+    if not os.path.isdir(directory):
+        return []
+    out = []
+    for name in os.listdir(directory):
+        m = _NAME.match(name)
+        if m:
+            out.append((int(m.group(1)), os.path.join(directory, name)))
+    return sorted(out)
+
+
+def verify(snap: Snapshot) -> None:
+    """Read every dataset once (checksums verified); raises :class:`StoreError` on damage."""
+    for params in snap.layers.values():
+        for prm in params.values():
+            prm.read()
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> tuple[str, Snapshot] | None:
+    """The newest checkpoint that loads and whose every dataset verifies; damaged ones are skipped.
+
+    Also removes temporary files that dead writers left behind.
+    """
+    if os.path.isdir(directory):
+        clean_stale_tmp(directory)
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            snap = load(path)
+        except StoreError:
+            continue
+        try:
+            verify(snap)
+        except StoreError:
+            snap.close()
+            continue
+        return path, snap
+    return None

@@ -1,0 +1,267 @@
+"""growstage HDF5 snapshots: atomic writes, checksummed and lazily read.
+
+Layout: root attributes ``format="growstage"``, ``format_version``,
+``meta`` (JSON) and ``complete``; group ``params/<layer>/<param>`` holds one
+dataset per param (names percent-quoted, so ``/`` inside a name stays a
+name), with attributes ``name``, ``split`` and ``roles`` (JSON) and
+``crc32``.  A file is written under a temporary name in the target's
+directory, flushed, fsynced and renamed, so it is complete or absent.  Nothing
+is unpickled: only numeric datasets and JSON strings are read.
+
+numpy and h5py only: no framework import here.
+
+Example::
+
+    >>> import numpy as np, tempfile, os
+    >>> from growstage.core.values import Snapshot, Param
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> _ = save(Snapshot({"out": {"kernel": Param(np.eye(2, dtype="f4"))}}, meta={"epoch": 3}), path)
+    >>> with load(path) as snap:
+    ...     print(snap.meta["epoch"], snap["out"]["kernel"].read()[0])
+    3 [1. 0.]
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import h5py
+import numpy as np
+
+from growstage.core.errors import StoreError
+from growstage.core.values import Param, Snapshot, as_snapshot
+
+FORMAT = "growstage"
+FORMAT_VERSION = 1
+TMP_PREFIX = ".growstage-tmp-"
+_ALLOWED_KINDS = "biuf"  # bool, int, uint, float: never object / string / void
+
+
+def _q(name: str) -> str:
+    # "(root)" cannot be the quoted form of any name: quote() escapes parentheses
+    return quote(name, safe="") or "(root)"
+
+
+def crc32(arr: np.ndarray) -> int:
+    """CRC32 of the array's bytes in C order."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B")) & 0xFFFFFFFF
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _jsonable_meta(meta: dict[str, Any]) -> str:
+    clean = {k: v for k, v in meta.items() if not k.startswith("_")}
+    try:
+        return json.dumps(clean, sort_keys=True)
+    except TypeError as e:
+        raise StoreError("<meta>", f"snapshot metadata must be JSON-serialisable: {e}") from None
+
+
+def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``snapshot`` (a Snapshot or plain values dict) to ``path`` atomically.
+
+    Extra ``meta`` entries (stage, epoch, ...) are merged into the snapshot's.
+    Returns the final path.
+    """
+    snap = as_snapshot(snapshot)
+    path = Path(path)
+    directory = str(path.parent) or "."
+    all_meta = dict(snap.meta)
+    all_meta.update(meta or {})
+    meta_json = _jsonable_meta(all_meta)
+    # The writer's pid in the name lets a later cleanup tell a dead writer's
+    # leftovers from a live concurrent writer's file.
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".h5", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["meta"] = meta_json
+            f.attrs["complete"] = False
+            root = f.create_group("params", track_order=True)
+            for lname, params in snap.layers.items():
+                g = root.create_group(_q(lname), track_order=True)
+                g.attrs["name"] = lname
+                for pname, prm in params.items():
+                    arr = np.asarray(prm.read())
+                    if not arr.flags.c_contiguous:  # ascontiguousarray would turn 0-d into 1-d
+                        arr = np.ascontiguousarray(arr)
+                    if arr.dtype.kind not in _ALLOWED_KINDS:
+                        raise StoreError(path, f"param {lname}/{pname} has dtype {arr.dtype}; only numeric arrays are stored")
+                    ds = g.create_dataset(_q(pname), data=arr)
+                    ds.attrs["name"] = pname
+                    ds.attrs["crc32"] = crc32(arr)
+                    ds.attrs["split"] = json.dumps(prm.split)
+                    ds.attrs["roles"] = json.dumps(list(prm.roles) if prm.roles is not None else None)
+                    ds.attrs["trainable"] = bool(prm.trainable)
+            f.attrs["complete"] = True
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+class LazyArray:
+    """A dataset of an open snapshot file, read and verified on demand."""
+
+    __slots__ = ("_file", "_key", "shape", "dtype", "_crc", "_path", "_label")
+
+    def __init__(self, file: h5py.File, key: str, ds: h5py.Dataset, path: str, label: str):
+        self._file, self._key, self._path, self._label = file, key, path, label
+        self.shape = tuple(int(d) for d in ds.shape)
+        self.dtype = ds.dtype
+        self._crc = int(ds.attrs.get("crc32", -1))
+
+    def read(self) -> np.ndarray:
+        try:
+            ds = self._file[self._key]
+            check_storage(ds, self._path, self._label, compressed=False)
+            arr = np.empty(self.shape, dtype=self.dtype)
+            if arr.size:
+                ds.read_direct(arr)
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise StoreError(self._path, f"cannot read param {self._label}: {e}") from None
+        if crc32(arr) != self._crc:
+            raise StoreError(self._path, f"checksum mismatch in param {self._label}: the file is damaged")
+        return arr
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.read()
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def check_storage(ds: h5py.Dataset, path: str, label: str, *, compressed: bool = True) -> None:
+    """Refuse a dataset whose declared size its file cannot hold, before allocating for it.
+
+    growstage never compresses, so its datasets must store every byte they declare; other
+    writers may compress, which is allowed up to a factor of 1000.
+    """
+    declared = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
+    if declared <= 1 << 16:
+        return
+    stored = int(ds.id.get_storage_size())
+    limit = stored * (1000 if compressed else 1)
+    if declared > limit:
+        raise StoreError(path, f"tensor {label} declares shape {tuple(ds.shape)} ({declared:,d} bytes) but the file "
+                               f"stores {stored:,d} bytes for it: damaged or hostile, not read")
+
+
+def _json_attr(obj, key: str, path: str, label: str):
+    raw = obj.attrs.get(key, "null")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(str(raw))
+    except ValueError:
+        raise StoreError(path, f"attribute {key!r} of {label} is not valid JSON") from None
+
+
+def load(path: str | os.PathLike) -> Snapshot:
+    """Open a growstage HDF5 snapshot; params are read lazily via ``Param.read()``.
+
+    The returned snapshot holds the file open until ``close()`` (or use it as a
+    context manager).
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise StoreError(path, "no such file")
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise StoreError(path, f"not a readable HDF5 file ({e})") from None
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise StoreError(path, "not a growstage snapshot (missing format attribute); to read Keras or TF files use the checkpoint readers")
+        version = int(f.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise StoreError(path, f"format version {version} is not supported (this growstage reads {FORMAT_VERSION})")
+        if not bool(f.attrs.get("complete", False)):
+            raise StoreError(path, "snapshot is incomplete (its writer did not finish)")
+        meta = _json_attr(f, "meta", path, "the file")
+        if not isinstance(meta, dict):
+            raise StoreError(path, "metadata is not a JSON object")
+        layers: dict[str, dict[str, Param]] = {}
+        for gkey, g in f["params"].items():
+            lname = str(g.attrs.get("name", unquote(gkey)))
+            if lname in layers:
+                raise StoreError(path, f"layer name {lname!r} appears twice: damaged or hand-edited file")
+            params: dict[str, Param] = {}
+            for dkey, ds in g.items():
+                pname = str(ds.attrs.get("name", unquote(dkey)))
+                label = f"{lname}/{pname}"
+                if pname in params:
+                    raise StoreError(path, f"param name {label!r} appears twice: damaged or hand-edited file")
+                if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in _ALLOWED_KINDS:
+                    raise StoreError(path, f"param {label} is not a numeric dataset")
+                split = _json_attr(ds, "split", path, label)
+                roles = _json_attr(ds, "roles", path, label)
+                params[pname] = Param(
+                    LazyArray(f, f"params/{gkey}/{dkey}", ds, path, label),
+                    split=split, roles=tuple(roles) if roles is not None else None,
+                    trainable=bool(ds.attrs.get("trainable", True)))
+            layers[lname] = params
+    except StoreError:
+        f.close()
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        f.close()
+        raise StoreError(path, f"damaged snapshot ({e})") from None
+    meta["_close"] = f.close
+    meta["_path"] = path
+    return Snapshot(layers, meta=meta)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(directory: str | os.PathLike) -> list[str]:
+    """Remove temporary files left by writers that died; returns the removed paths.
+
+    Files of writers still running (by pid) are left alone.
+    """
+    removed = []
+    for name in os.listdir(directory):
+        if name.startswith(TMP_PREFIX):
+            pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+                continue
+            p = os.path.join(directory, name)
+            try:
+                os.unlink(p)
+                removed.append(p)
+            except OSError:
+                pass
+    return removed

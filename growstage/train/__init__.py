@@ -1,0 +1,1 @@
+"""Growing training: schedules, layer-wise construction, `fit`, training checkpoints."""

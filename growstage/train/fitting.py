@@ -1,0 +1,239 @@
+"""Training a network that grows between epochs, Keras style.
+
+At a stage boundary: snapshot -> rebuild (inside the active distribution
+strategy) -> plan + transfer params -> compile -> transfer optimizer state ->
+continue.  Rebuilds happen only when the architecture really changed.  After
+each epoch a checkpoint goes to ``checkpoint_dir``; ``resume=True`` continues
+from the latest complete one.
+
+Example::
+
+    >>> import keras, numpy as np
+    >>> from growstage.train.schedule import Schedule
+    >>> def build(stage):
+    ...     x = keras.Input((4,)); h = x
+    ...     for i in range(stage.spec):
+    ...         h = keras.layers.Dense(8, activation="relu", name=f"h{i}")(h)
+    ...     return keras.Model(x, keras.layers.Dense(1, name="out")(h))
+    >>> sched = Schedule(build, stages=[1, 2])
+    >>> hist = fit(sched, np.ones((8, 4)), np.ones((8, 1)), epochs=3, seed=0, log=None,
+    ...            compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
+    >>> [e["stage"] for e in hist.epochs], hist.rebuilds
+    ([0, 1, 1], 1)
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+
+from growstage.framework.variables import deferred_init
+from growstage.framework.optimizer import optimizer_state, transfer_optimizer_state
+from growstage.framework.traces import registry_mark, release_since
+from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
+from growstage.core.errors import UnknownNameError
+from growstage.engine.planning import plan
+from growstage.interop.preloading import preload
+from growstage.train.schedule import Schedule, Stage
+from growstage.framework.capture import snapshot
+from growstage.engine.report import Report
+from growstage.engine.writing import apply
+
+
+@dataclass
+class GrowingHistory:
+    """Per-epoch logs, the transitions with their reports, and the final model."""
+
+    epochs: list[dict] = field(default_factory=list)
+    transitions: list[dict] = field(default_factory=list)
+    rebuilds: int = 0
+    model: Any = None
+    resumed_from: str | None = None
+
+
+def arch_key(model: Any) -> str:
+    """The model's config with layer names replaced by positions: equal keys, equal architectures."""
+    names = {layer.name: f"#{i}" for i, layer in enumerate(model.layers)}
+
+    def norm(obj):
+        if isinstance(obj, dict):
+            return {k: norm(v) for k, v in obj.items() if k not in ("name",)}
+        if isinstance(obj, (list, tuple)):
+            return [norm(v) for v in obj]
+        if isinstance(obj, str):
+            return names.get(obj, obj)
+        return obj
+
+    return json.dumps(norm(model.get_config()), sort_keys=True, default=repr)
+
+
+def _scope(strategy: Any):
+    # Without an explicit strategy, building inherits the scope fit() was called in.
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+class _Run:
+    def __init__(self, schedule: Schedule, compile: Callable, seed: int | None, strategy: Any,
+                 log: Callable | None, reset_optimizer: bool, allow_auto_names: bool):
+        self.schedule, self.compile_fn, self.seed = schedule, compile, seed
+        self.strategy, self.log = strategy, log
+        self.reset_optimizer, self.allow_auto_names = reset_optimizer, allow_auto_names
+
+    def say(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+
+    mark: frozenset = frozenset()
+    release_traces: bool = True
+
+    def build_deferred(self, stage: Stage) -> tuple[Any, Any]:
+        """The stage's model with its initializers waiting: the transfer that follows overwrites most."""
+        with deferred_init() as pending:
+            model = self.build(stage)
+        return model, pending
+
+    def build(self, stage: Stage) -> Any:
+        if self.seed is not None:
+            # Seeding per stage makes a new stage's fresh init independent of the
+            # history before it, so a resumed run builds the same init.
+            keras.utils.set_random_seed(self.seed + stage.index)
+        with _scope(self.strategy):
+            model = self.schedule.build(stage)
+        return model
+
+    def prepare(self, model: Any, stage: Stage) -> None:
+        names = [layer.name for layer in model.layers]
+        for name in stage.frozen:
+            if name not in names:
+                raise UnknownNameError("layer", name, names, hint=f"(frozen layers of stage {stage.index})")
+            model.get_layer(name).trainable = False
+        with _scope(self.strategy):
+            self.compile_fn(model, stage)
+            if stage.learning_rate is not None:
+                model.optimizer.learning_rate = stage.learning_rate
+
+    def transfer(self, source: Any, opt_state: dict | None, model: Any, stage: Stage, *, exact: bool,
+                 pending: Any = None) -> Report:
+        opts: dict[str, Any] = dict(allow_auto_names=self.allow_auto_names)
+        if exact:
+            opts["mode"] = "exact"
+        else:
+            opts.update(mode=stage.mode, fill=stage.fill, allow_new_layers=True,
+                        custom_param_importer=stage.custom_param_importer, **stage.options)
+        with _scope(self.strategy):
+            try:
+                p = plan(source, model, **opts)
+            except BaseException:
+                if pending is not None:
+                    pending.materialize_all()
+                raise
+            p.pending = pending
+            report = apply(p)
+            if opt_state is not None:
+                transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer)
+        return report
+
+
+def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compile: Callable[[Any, Stage], None],
+        checkpoint_dir: str | None = None, keep: int = 3, resume: bool = False, seed: int | None = None,
+        strategy: Any = None, reset_optimizer: bool = False, log: Callable[[str], None] | None = print,
+        on_epoch_end: Callable[[int, Any, dict], None] | None = None, allow_auto_names: bool = False,
+        preload_from_files: dict[str, dict] | None = None, release_traces: bool = True,
+        **fit_kwargs: Any) -> GrowingHistory:
+    """Train ``schedule`` for ``epochs`` epochs on ``x``/``y`` (anything ``model.fit`` takes).
+
+    ``compile(model, stage)`` compiles a freshly built model (with a new
+    optimizer).  ``seed`` seeds each stage's build.  ``strategy``: a
+    ``tf.distribute`` strategy to build and transfer in.  ``reset_optimizer``:
+    start each stage with fresh optimizer state instead of transferring it.
+    ``on_epoch_end(epoch, model, logs)`` runs after the epoch's checkpoint.
+    ``preload_from_files``: RETURNN's option (see :func:`growstage.preload`);
+    its ``init_for_train`` entries load into the first model of a run that
+    starts from scratch, never into a resumed one.  ``release_traces``: at each
+    rebuild, release what TensorFlow keeps of the old model's traced training
+    step (see :mod:`growstage.framework.traces`); without it RSS grows by tens of
+    MB per transition.
+    Other keyword arguments go to ``model.fit`` (``batch_size``, ``shuffle``...).
+    """
+    verbose = fit_kwargs.pop("verbose", 0)
+    run = _Run(schedule, compile, seed, strategy, log, reset_optimizer, allow_auto_names)
+    run.release_traces, run.mark = release_traces, registry_mark()
+    hist = GrowingHistory()
+    model, current, start = None, None, 0
+    if resume and checkpoint_dir:
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            path, snap = found
+            with snap:
+                done = int(snap.meta["epoch"])
+                current = schedule.stage_for_epoch(done)
+                model, pending = run.build_deferred(current)
+                run.prepare(model, current)
+                params, opt_state = split_checkpoint(snap)
+                run.transfer(params, opt_state, model, current, exact=True, pending=pending)
+            start, hist.resumed_from = done + 1, path
+            run.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
+    for epoch in range(start, epochs):
+        stage = schedule.stage_for_epoch(epoch)
+        if model is None:
+            model = run.build(stage)
+            run.prepare(model, stage)
+            current = stage
+            run.say(f"stage {stage.index}: built {model.name} ({model.count_params()} params)")
+            if preload_from_files:
+                rep = preload(model, preload_from_files, training=True, resuming=False,
+                              allow_auto_names=allow_auto_names)
+                run.say(f"preloaded:\n{rep.table()}")
+        elif stage.index != current.index:
+            model = _transition(run, hist, model, current, stage, epoch)
+            current = stage
+        t0 = time.perf_counter()
+        h = model.fit(x, y, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose, **fit_kwargs)
+        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        hist.epochs.append({"epoch": epoch, "stage": stage.index, "seconds": time.perf_counter() - t0, **logs})
+        run.say(f"epoch {epoch + 1}/{epochs} stage {stage.index}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+        if checkpoint_dir:
+            write_checkpoint(checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=keep,
+                             allow_auto_names=allow_auto_names)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, logs)
+    hist.model = model
+    return hist
+
+
+def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int) -> Any:
+    t0 = time.perf_counter()
+    if stage.spec_key() == old.spec_key():
+        if stage.frozen != old.frozen or stage.learning_rate != old.learning_rate:
+            run.prepare(model, stage)
+        hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
+        return model
+    snap = snapshot(model, allow_auto_names=run.allow_auto_names)
+    opt_state = optimizer_state(model, allow_auto_names=run.allow_auto_names) if model.optimizer is not None else None
+    new, pending = run.build_deferred(stage)
+    if arch_key(new) == arch_key(model):
+        run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
+        del new
+        gc.collect()
+        hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
+        return model
+    run.prepare(new, stage)
+    report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
+    del model, snap
+    gc.collect()
+    if run.release_traces:
+        # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry
+        release_since(run.mark)
+        gc.collect()
+        run.mark = registry_mark()
+    hist.rebuilds += 1
+    dt = time.perf_counter() - t0
+    hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": True, "report": report, "seconds": dt})
+    run.say(f"stage {stage.index} from epoch {epoch + 1}: rebuilt {new.name} ({new.count_params()} params) "
+            f"in {dt:.2f}s\n{report.table()}")
+    return new
