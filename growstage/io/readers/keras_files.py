@@ -149,10 +149,12 @@ def _walk_keras3(g: h5py.Group, path: str, model: Any, prefix: str, entries: dic
             continue
         datasets: list[tuple[str, h5py.Dataset]] = []
         lg.visititems(lambda rel, obj: datasets.append((rel, obj)) if isinstance(obj, h5py.Dataset) else None)
-        names = (_own_variable_names(layer, datasets[0][0], param_names) if layer is not None
-                 else _default_names(key, [rel for rel, _ in datasets])) if datasets else {}
+        named = layer is not None and param_names is not None
+        names = (_own_variable_names(layer, datasets[0][0], param_names) if named
+                 else _default_names(key if layer is None else snake_case(type(layer).__name__),
+                                     [rel for rel, _ in datasets])) if datasets else {}
         for rel, ds in datasets:
-            if rel not in names and layer is not None:
+            if rel not in names and named:
                 names.update(_own_variable_names(layer, rel, param_names))
             pname = names.get(rel)
             if pname is None:
