@@ -156,8 +156,9 @@ def test_preload_order_prefix_and_init_for_train(tmp_path):
     init = {v.path: v.numpy().copy() for v in target.variables}
     cfg = {"b_second": {"filename": p2, "prefix": "enc_", "init_for_train": True},
            "a_first": {"filename": p1, "prefix": "enc_", "init_for_train": True, "ignore_params": ["enc_b/bias"]}}
-    # outside training an init_for_train entry does not apply; when resuming neither
-    assert growstage.preload(target, cfg).rows == []
+    # outside training an init_for_train entry does not apply (an error naming the filter); when resuming neither
+    with pytest.raises(GrowstageError, match="init_for_train=True.*pass training=True"):
+        growstage.preload(target, cfg)
     assert growstage.preload(target, cfg, training=True, resuming=True).rows == []
     assert all(np.array_equal(init[v.path], v.numpy()) for v in target.variables)
     rep = growstage.preload(target, cfg, training=True)

@@ -10,7 +10,15 @@ epoch, not a resume); the default ``False`` applies only outside training.
 find the checkpoint name (RETURNN tests a substring; growstage a prefix).
 ``var_name_mapping``: ``{target layer/param: checkpoint name}``.
 ``custom_missing_load_func(name, shape, reader)``: a value for a checkpoint
-name the file lacks, or None.  All entries form one transfer: all or nothing.
+name the file lacks, or None.  ``only``: target layer names (full names, prefix
+included) to load; the entry's other layers are left as they are and reported as
+``ignored``.  All entries form one transfer: all or nothing.
+
+Strict like the rest of growstage: an ``ignore_params`` name, an
+``ignore_params_prefixes`` entry, a ``var_name_mapping`` key, a ``prefix`` or an
+``only`` name that matches no param the entry selects is an error naming it
+with the closest names; so is a call in which no entry applies (the error
+names the ``init_for_train``/``training`` filter) and an entry that loads nothing.
 
 Example::
 
@@ -34,12 +42,12 @@ from growstage.core.errors import GrowstageError, PlanError, did_you_mean
 from growstage.engine.planning import plan_for
 from growstage.engine.sources import open_checkpoint
 from growstage.io.readers import Reader
-from growstage.engine.report import Report
+from growstage.engine.report import PlanRow, Report
 from growstage.engine.writing import apply
 from growstage.core.values import Param, Snapshot
 
 ENTRY_KEYS = ("filename", "prefix", "init_for_train", "ignore_missing", "ignore_params",
-              "ignore_params_prefixes", "var_name_mapping", "custom_missing_load_func")
+              "ignore_params_prefixes", "var_name_mapping", "custom_missing_load_func", "only")
 
 
 def _applies(opts: Mapping[str, Any], training: bool, resuming: bool) -> bool:
@@ -48,9 +56,55 @@ def _applies(opts: Mapping[str, Any], training: bool, resuming: bool) -> bool:
     return not training
 
 
+def _check_entry(entry: str, opts: Mapping[str, Any]) -> None:
+    bad = [k for k in opts if k not in ENTRY_KEYS]
+    if bad:
+        raise GrowstageError(f"preload_from_files[{entry!r}]: unknown key {bad[0]!r}"
+                             f"{did_you_mean(bad[0], ENTRY_KEYS)} (keys: {', '.join(ENTRY_KEYS)})")
+    if "filename" not in opts:
+        raise GrowstageError(f"preload_from_files[{entry!r}] has no 'filename'")
+
+
+def _nothing_applies(entries: Mapping[str, Mapping[str, Any]], training: bool) -> GrowstageError:
+    """Every entry was skipped by the training state: say which filter did it."""
+    names = ", ".join(repr(e) for e in sorted(entries))
+    if training:
+        return GrowstageError(f"preload: no entry applies: {names} have init_for_train=False, which apply only "
+                              "outside training (training=False); set init_for_train=True to load them when "
+                              "training starts")
+    return GrowstageError(f"preload: no entry applies: {names} have init_for_train=True, which apply only when "
+                          "training starts (training=True, resuming=False); pass training=True, or set "
+                          "init_for_train=False")
+
+
 def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, training: bool = False,
             resuming: bool = False, allow_auto_names: bool = False) -> Report:
-    """Load the entries of ``preload_from_files`` that apply now into ``model``; see the module doc."""
+    """Load the entries of ``preload_from_files`` that apply now into ``model``, all or nothing.
+
+    Entry keys and their meaning: see :mod:`growstage.interop.preloading` (RETURNN's
+    ``preload_from_files``).  ``training``/``resuming`` decide which entries apply:
+    ``init_for_train=True`` ones at a fresh training start, the others outside training.
+    A call in which no entry applies raises (naming the filter), except with
+    ``resuming=True``, where skipping every ``init_for_train`` entry is the point.
+    Every name in an option must match something, and an applying entry that loads
+    nothing is an error that says which filter removed everything.
+    Returns the :class:`~growstage.Report`; params of layers an ``only`` list leaves out
+    show as ``ignored``.
+
+    Example::
+
+        >>> import keras, numpy as np, tempfile, os
+        >>> x = keras.Input((3,))
+        >>> m = keras.Model(x, keras.layers.Dense(2, name="out")(x))
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+        >>> np.savez(path, **{"out/kernel": np.ones((3, 2), "f4"), "out/bias": np.ones(2, "f4")})
+        >>> preload(m, {"a": {"filename": path, "ignore_params": ["out/bias"]}}).counts()
+        {'copied': 1}
+        >>> preload(m, {"a": {"filename": path, "ignore_params": ["out/bais"]}})
+        Traceback (most recent call last):
+        growstage.core.errors.PlanError: 1 problem(s) in the transfer plan; nothing was changed:
+          - preload 'a': ignore_params 'out/bais' is no param of the layers it selects; did you mean 'out/bias'?
+    """
     targets = describe(model, allow_auto_names=allow_auto_names)
     target_keys = {f"{l}/{p.name}": (l, p) for l, info in targets.items() for p in info.params}
     layers: dict[str, dict[str, Param]] = {}
@@ -58,54 +112,94 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     notes: list[str] = []
     problems: list[str] = []
     readers: list[Reader] = []
+    applying = []
     for entry in sorted(preload_from_files):
         opts = dict(preload_from_files[entry])
-        bad = [k for k in opts if k not in ENTRY_KEYS]
-        if bad:
-            raise GrowstageError(f"preload_from_files[{entry!r}]: unknown key {bad[0]!r}"
-                                 f"{did_you_mean(bad[0], ENTRY_KEYS)} (keys: {', '.join(ENTRY_KEYS)})")
-        if "filename" not in opts:
-            raise GrowstageError(f"preload_from_files[{entry!r}] has no 'filename'")
-        if not _applies(opts, training, resuming):
+        _check_entry(entry, opts)
+        if _applies(opts, training, resuming):
+            applying.append(entry)
+        else:
             notes.append(f"preload {entry!r} skipped (init_for_train={opts.get('init_for_train', False)}, "
                          f"training={training}, resuming={resuming})")
-            continue
-        reader = open_checkpoint(opts["filename"], model=model)
-        readers.append(reader)
-        n = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
-        notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
-    if problems:
-        raise PlanError(problems)
-    if not layers:
-        return Report([], notes)
-    p = plan_for(Snapshot(layers), targets, ignore_missing=True)
-    p.rows = [r for r in p.rows if r.target in taken]
-    p.notes = notes + p.notes
+    if not applying and preload_from_files and not resuming:
+        raise _nothing_applies(preload_from_files, training)
+    only_keys: set[str] = set()
     try:
+        for entry in applying:
+            opts = dict(preload_from_files[entry])
+            reader = open_checkpoint(opts["filename"], model=model)
+            readers.append(reader)
+            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
+            only_keys |= outside
+            notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
+        if problems:
+            raise PlanError(problems)
+        if not layers:
+            return Report([], notes)
+        p = plan_for(Snapshot(layers), targets, ignore_missing=True)
+        p.rows = [r for r in p.rows if r.target in taken]
+        p.rows += [_ignored_row(target_keys[k]) for k in sorted(only_keys - set(taken))]
+        p.notes = notes + p.notes
         return apply(p)
     finally:
         for r in readers:
             r.close()
 
 
+def _ignored_row(target: tuple[str, Any]) -> PlanRow:
+    lname, spec = target
+    return PlanRow(lname, spec.name, None, "ignored", spec.shape, spec.shape, reason="not in only=; kept")
+
+
+def _check_names(entry: str, opts: Mapping[str, Any], target_keys: dict, selected: list[str],
+                 problems: list[str]) -> None:
+    """Every name in the entry's options must match something it selects."""
+    prefix = opts.get("prefix", "") or ""
+    layer_names = sorted({l for l, _ in target_keys.values()})
+    if prefix and not selected:
+        problems.append(f"preload {entry!r}: prefix {prefix!r} selects no target layer{did_you_mean(prefix, layer_names)}")
+        return
+    for key in opts.get("var_name_mapping") or {}:
+        if key not in selected:
+            where = "is not a target param" if key not in target_keys else f"is outside prefix {prefix!r}"
+            problems.append(f"preload {entry!r}: var_name_mapping key {key!r} {where}{did_you_mean(key, selected)}")
+    for name in opts.get("ignore_params") or ():
+        if name not in selected:
+            problems.append(f"preload {entry!r}: ignore_params {name!r} is no param of the layers it selects"
+                            f"{did_you_mean(name, selected)}")
+    scopes = sorted({k.rsplit('/', 1)[0] for k in selected} | {k.rsplit('/', 1)[0] + "/" for k in selected})
+    for pre in opts.get("ignore_params_prefixes") or ():
+        if not any(k.startswith(pre) for k in selected):
+            problems.append(f"preload {entry!r}: ignore_params_prefixes {pre!r} is the start of no param it selects"
+                            f"{did_you_mean(pre, scopes)}")
+    only_layers = sorted({k.rsplit('/', 1)[0] for k in selected})
+    for name in opts.get("only") or ():
+        if name not in only_layers:
+            problems.append(f"preload {entry!r}: only {name!r} is no target layer under prefix {prefix!r}"
+                            f"{did_you_mean(name, only_layers)}")
+
+
 def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys: dict, layers: dict,
-                taken: dict[str, str], problems: list[str]) -> int:
+                taken: dict[str, str], problems: list[str]) -> tuple[int, set[str]]:
+    """Choose the entry's values; returns how many it set and the keys its ``only`` list left out."""
     prefix = opts.get("prefix", "") or ""
     mapping = dict(opts.get("var_name_mapping") or {})
     ignore = set(opts.get("ignore_params") or ())
     ignore_pre = tuple(opts.get("ignore_params_prefixes") or ())
+    only = opts.get("only")
     missing_func = opts.get("custom_missing_load_func")
-    for key in mapping:
-        if key not in target_keys:
-            problems.append(f"preload {entry!r}: var_name_mapping key {key!r} is not a target param"
-                            f"{did_you_mean(key, target_keys)}")
     selected = [k for k in target_keys if k.startswith(prefix)]
-    if prefix and not selected:
-        layer_names = sorted({l for l, _ in target_keys.values()})
-        problems.append(f"preload {entry!r}: prefix {prefix!r} selects no target layer{did_you_mean(prefix, layer_names)}")
-    count = 0
+    before = len(problems)
+    _check_names(entry, opts, target_keys, selected, problems)
+    if len(problems) > before:
+        return 0, set()
+    outside = {k for k in selected if only is not None and target_keys[k][0] not in only}
+    count, skipped = 0, {"taken": 0, "ignored": 0}
     for key in selected:
+        if key in outside:
+            continue
         if key in taken or key in ignore or key.startswith(ignore_pre):
+            skipped["taken" if key in taken else "ignored"] += 1
             continue
         lname, spec = target_keys[key]
         ck = mapping.get(key, key[len(prefix):])
@@ -122,4 +216,10 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
         layers.setdefault(lname, {})[spec.name] = prm
         taken[key] = entry
         count += 1
-    return count
+    if count == 0 and not opts.get("ignore_missing", False):
+        why = (f"ignore_params/ignore_params_prefixes exclude {skipped['ignored']}" if skipped["ignored"] else "")
+        if skipped["taken"]:
+            why += ("; " if why else "") + f"earlier entries already set {skipped['taken']}"
+        problems.append(f"preload {entry!r} loads nothing: of the {len(selected) - len(outside)} params it selects "
+                        f"(prefix {prefix!r}, only {only!r}), {why or 'none'}")
+    return count, outside
