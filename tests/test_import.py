@@ -75,7 +75,8 @@ def test_init_from_checkpoint_equals_tensorflows(tf1_ckpt, amap):
     model = _keras_target()
     before = {v.path: v.numpy().copy() for v in model.variables}
     report = growstage.init_from_checkpoint(tf1_ckpt, amap, model)
-    written = {r.param for r in report.rows}
+    written = {r.target for r in report.rows}
+    assert not any(t.startswith("/") for t in written)
     for v in model.variables:
         base = v.path.rsplit("/part_", 1)[0]
         if base in written:
@@ -92,7 +93,7 @@ def test_init_from_checkpoint_errors_list_everything_and_change_nothing(tf1_ckpt
         growstage.init_from_checkpoint(tf1_ckpt, {"old/enc/kernl": "enc/kernel", "nope/": "enc/", "x/": "nowhere/"}, model)
     msg = str(e.value)
     assert "'old/enc/kernl' is not in" in msg and "did you mean 'old/enc/kernel'" in msg
-    assert "'nope/kernel' (for 'enc/kernel') is not in" in msg and "covers no variable" in msg
+    assert "'nope/kernel' (for 'enc/kernel') is not in" in msg and "covers no param" in msg
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables))
 
 

@@ -37,7 +37,9 @@ class PlanRow:
 
     @property
     def target(self) -> str | None:
-        return f"{self.layer}/{self.param}" if self.layer is not None else None
+        if self.layer is None:
+            return None
+        return f"{self.layer}/{self.param}" if self.param else self.layer  # a whole-layer target has no param
 
     @property
     def source_layer(self) -> str | None:
