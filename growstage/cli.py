@@ -53,7 +53,10 @@ def _rules(args: argparse.Namespace) -> dict[str, Any] | None:
     for item in args.rename or []:
         old, sep, new = item.partition("=")
         if not sep:
-            raise GrowstageError(f"--rename {item!r}: expected OLD=NEW")
+            raise GrowstageError(f"--rename {item!r}: expected OLD=NEW (a scope: OLD/=NEW/)")
+        if old.endswith("/") != new.endswith("/"):
+            raise GrowstageError(f"--rename {item!r}: a scope ends with '/' on both sides "
+                                 f"(--rename {old.rstrip('/')}/={new.rstrip('/')}/), a single name on neither")
         rules.setdefault("scopes" if old.endswith("/") or old == "" else "exact", {})[old] = new
     for item in args.regex or []:
         pat, sep, repl = item.partition("=")
@@ -105,7 +108,16 @@ def _run(args: argparse.Namespace) -> int:
             if getattr(args, flag):
                 opts[flag] = True
         p = plan(args.src, model, rules=_rules(args), **opts)
-        print(p.to_json() if args.json else p.table())
+        if args.json:
+            print(p.to_json())
+        elif sys.stdout.isatty():
+            from rich.console import Console
+
+            from growstage.engine.report import render_table
+
+            render_table(p.rows, notes=p.notes, console=Console())
+        else:
+            print(p.table())
         return 0
     if args.cmd == "average":
         out = fileops.average(args.ckpts, args.output)
@@ -134,43 +146,73 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.cmd)
 
 
+_SRC_HELP = ("a checkpoint in any format growstage reads: growstage .h5, Keras .weights.h5/.keras/.h5, "
+             ".npz, a TensorFlow checkpoint (directory or prefix), or a fit checkpoint directory "
+             "(its latest verified epoch-NNNN.h5)")
+
+
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strip-prefix", dest="strip_prefix")
-    p.add_argument("--add-prefix", dest="add_prefix")
-    p.add_argument("--rename", action="append", metavar="OLD=NEW")
-    p.add_argument("--regex", action="append", metavar="PATTERN=REPL")
-    p.add_argument("--ignore", action="append", metavar="NAME")
-    p.add_argument("--ignore-prefix", dest="ignore_prefix", action="append", metavar="PREFIX")
+    g = p.add_argument_group("rules: rename checkpoint names (each must match something)")
+    g.add_argument("--strip-prefix", dest="strip_prefix", metavar="P", help="remove P from the start of every name")
+    g.add_argument("--add-prefix", dest="add_prefix", metavar="P", help="put P in front of every name")
+    g.add_argument("--rename", action="append", metavar="OLD=NEW",
+                   help="rename one name; a scope when both end in '/' (--rename enc/=encoder/); repeatable")
+    g.add_argument("--regex", action="append", metavar="PATTERN=REPL",
+                   help="rename by regular expression, back-references allowed (lstm(\\d)/=blstm\\1/); repeatable")
+    g.add_argument("--ignore", action="append", metavar="NAME", help="leave out this checkpoint name; repeatable")
+    g.add_argument("--ignore-prefix", dest="ignore_prefix", action="append", metavar="PREFIX",
+                   help="leave out every name starting with PREFIX; repeatable")
+
+
+_RELAX = {"ignore-missing": "target params without a source keep their init (reported)",
+          "ignore-unused": "source params without a home are allowed (reported)",
+          "allow-new-layers": "target layers absent from the source keep their init (reported)",
+          "allow-cast": "allow a dtype change (e.g. float16 -> float32)",
+          "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="run the layer-wise growing demo", add_help=False)
-    p = sub.add_parser("inspect", help="list the tensors of a checkpoint")
-    p.add_argument("path")
-    p.add_argument("--stats", action="store_true", help="mean, std, min, max (reads every tensor)")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("plan", help="dry-run table of a transfer")
-    p.add_argument("src")
-    p.add_argument("--into", required=True, metavar="MODULE:FUNCTION")
-    p.add_argument("--mode", default="subset")
-    p.add_argument("--fill", default="init")
-    for flag in ("ignore-missing", "ignore-unused", "allow-new-layers", "allow-cast", "allow-auto-names"):
-        p.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true")
-    p.add_argument("--json", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("demo", help="run the layer-wise growing demo (growstage demo --help for its options)",
+                   add_help=False)
+    p = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="list the tensors of a checkpoint")
+    p.add_argument("path", metavar="PATH", help=_SRC_HELP)
+    p.add_argument("--stats", action="store_true", help="mean, std, min, max, non-finite count (reads every tensor)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = sub.add_parser("plan", help="dry-run table of a transfer", description="dry-run table of a transfer: "
+                       "what each target param would get, nothing is written")
+    p.add_argument("src", metavar="SRC", help=_SRC_HELP)
+    p.add_argument("--into", required=True, metavar="MODULE:FUNCTION",
+                   help="the target model: FUNCTION() from MODULE (importable from the current directory) "
+                        "or from FILE.py (FILE.py:FUNCTION); runs that code")
+    p.add_argument("--mode", default="exact", choices=("exact", "ifpossible", "subset", "reset"),
+                   help="how a value meets a target of another shape: exact (default, as in the library: error), "
+                        "ifpossible (copy equal shapes, keep the init otherwise), subset (block-wise slice/pad), "
+                        "reset (keep the init)")
+    p.add_argument("--fill", default="init", metavar="FILL",
+                   help="what padded entries hold: init (default: the target's init), zeros, a number, "
+                        "preserve, net2net or double (function-preserving)")
+    g = p.add_argument_group("relaxations (strict by default)")
+    for flag, text in _RELAX.items():
+        g.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true", help=text)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
     _add_rule_flags(p)
-    p = sub.add_parser("average", help="average checkpoints of one architecture")
-    p.add_argument("ckpts", nargs="+")
-    p.add_argument("-o", "--output", required=True)
-    p = sub.add_parser("diff", help="compare two checkpoints")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("convert", help="any readable checkpoint to growstage HDF5")
-    p.add_argument("src")
-    p.add_argument("output")
+    p = sub.add_parser("average", help="average checkpoints of one architecture",
+                       description="average float tensors of checkpoints of one architecture; integer tensors "
+                                   "come from the last")
+    p.add_argument("ckpts", nargs="+", metavar="CKPT", help="checkpoints to average (" + _SRC_HELP + ")")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="the growstage HDF5 file to write")
+    p = sub.add_parser("diff", help="compare two checkpoints",
+                       description="what differs between two checkpoints; exit 1 when anything does")
+    p.add_argument("a", metavar="A", help="the first checkpoint (" + _SRC_HELP + ")")
+    p.add_argument("b", metavar="B", help="the second checkpoint, same formats")
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p = sub.add_parser("convert", help="any readable checkpoint to growstage HDF5",
+                       description="any readable checkpoint to growstage HDF5, names renamed by the rules")
+    p.add_argument("src", metavar="SRC", help=_SRC_HELP)
+    p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
     _add_rule_flags(p)
     return ap
 

@@ -36,17 +36,20 @@ T = TypeVar("T")
 
 
 def progress(items: Iterable[T], total: int, label: str, *, stream: Any = None) -> Iterator[T]:
-    """Yield ``items``, drawing a one-line bar on a terminal (nothing when piped)."""
+    """Yield ``items``, drawing a ``rich`` progress bar on a terminal (nothing when piped)."""
     stream = stream or sys.stderr
-    show = total > 1 and hasattr(stream, "isatty") and stream.isatty()
-    for i, item in enumerate(items, 1):
-        if show:
-            done = int(30 * i / total)
-            stream.write(f"\r{label} [{'#' * done}{'.' * (30 - done)}] {i}/{total}")
-            stream.flush()
-        yield item
-    if show:
-        stream.write("\n")
+    if total <= 1 or not (hasattr(stream, "isatty") and stream.isatty()):
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(file=stream, force_terminal=True), transient=False) as bar:
+        task = bar.add_task(label, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
 
 
 def _stats(arr: np.ndarray) -> dict[str, float]:

@@ -136,13 +136,23 @@ class Rules:
             if n == 0:
                 kind, _, key = label.partition(" ")
                 problems.append(f"rule {label} matched no name in the checkpoint"
-                                f"{did_you_mean(key.strip(chr(39)), names) if kind in ('exact',) else ''}")
+                                f"{_exact_hint(key.strip(chr(39)), names) if kind == 'exact' else ''}")
         for item, n in ignore.items():
             if n == 0:
                 problems.append(f"ignore_params entry {item!r} matched no name{did_you_mean(item, names)}")
         for item, n in ignore_pre.items():
             if n == 0:
-                problems.append(f"ignore_params_prefixes entry {item!r} matched no name")
+                scopes = {n[: i + 1] for n in names for i, c in enumerate(n) if c == "/"}
+                problems.append(f"ignore_params_prefixes entry {item!r} matched no name{did_you_mean(item, scopes)}")
         if problems:
             raise PlanError(problems)
         return RuleResult(targets, ignored, log)
+
+
+def _exact_hint(key: str, names: list[str]) -> str:
+    """An exact rule names one tensor; a name that is a scope of others gets the scope syntax."""
+    under = sum(n.startswith(key + "/") for n in names)
+    if under:
+        return (f"; {key!r} is the scope of {under} names: to rename a scope, end both sides with '/' "
+                f"(scopes={{{key + '/'!r}: ...}}; on the command line --rename {key}/=NEW/)")
+    return did_you_mean(key, names)

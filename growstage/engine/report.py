@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+
+import rich.box
+import rich.markup
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -80,7 +83,11 @@ def _group_key(row: PlanRow):
 
 
 def collapse(rows: Iterable[PlanRow]) -> list[tuple[str, PlanRow]]:
-    """``(label, row)`` pairs; rows differing only in a layer number become one label."""
+    """``(label, row)`` pairs; rows differing only in a layer number become one label.
+
+    The pairs come grouped by the layers they cover: every param of one layer (or of one
+    collapsed set of layers) prints together, in the order the layers first appear.
+    """
     groups: dict[Any, list[tuple[int, PlanRow]]] = {}
     for i, row in enumerate(rows):
         key, num = _group_key(row)
@@ -89,12 +96,17 @@ def collapse(rows: Iterable[PlanRow]) -> list[tuple[str, PlanRow]]:
     for key, members in groups.items():
         row = members[0][1]
         if len(members) == 1:
-            out.append((row.target or row.source or "", row))
+            out.append(((row.layer or row.source_layer or "",), row.target or row.source or "", row))
             continue
-        label = key[0].replace("#", _ranges([n for n, _ in members])) + "/" + str(row.param)
+        nums = _ranges([n for n, _ in members])
+        label = key[0].replace("#", nums) + "/" + str(row.param)
         source = label if key[-1] else None
-        out.append((label, PlanRow(**{**row.__dict__, "source": source})))
-    return out
+        out.append(((key[0], nums), label, PlanRow(**{**row.__dict__, "source": source})))
+    first: dict[Any, int] = {}
+    for i, (layers, _, _) in enumerate(out):
+        first.setdefault(layers, i)
+    order = sorted(range(len(out)), key=lambda i: (first[out[i][0]], i))
+    return [out[i][1:] for i in order]
 
 
 def _fmt_shape(row: PlanRow) -> str:
@@ -105,32 +117,68 @@ def _fmt_shape(row: PlanRow) -> str:
     return f"{row.old_shape} -> {row.new_shape}"
 
 
-def render_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True, notes: Iterable[str] = ()) -> str:
-    """A plain-text table: target, action, source, shapes, reason; then the counts and notes."""
+# Header underlined with ASCII dashes, no other lines: readable in logs, diffs and terminals alike.
+_BOX = rich.box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
+
+
+def rich_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True) -> "rich.table.Table":
+    """The table as a :class:`rich.table.Table` (print it with a ``rich`` console for colour)."""
+    from rich.table import Table
+
     rows = list(rows)
     items = collapse(rows) if collapse_layers else [(r.target or r.source or "", r) for r in rows]
-    table = [("param", "action", "source", "shape", "note")]
+    table = Table(box=_BOX, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    for name in ("param", "action", "source", "shape", "note"):
+        table.add_column(name, no_wrap=name != "note", style=_STYLE.get(name, ""))
     for label, r in items:
         note = r.reason
         if r.split_derived:
             note = (note + "; " if note else "") + "old split derived from the new"
         source = "=" if r.source is not None and r.source == label and r.layer is not None else (r.source or "-")
-        table.append((label, r.action, source, _fmt_shape(r), note))
-    widths = [max(len(str(line[c])) for line in table) for c in range(4)]
-    lines = []
-    for i, line in enumerate(table):
-        cells = [str(line[c]).ljust(widths[c]) for c in range(4)] + [line[4]]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  ----")
+        action = f"[{_ACTION_STYLE[r.action]}]{r.action}[/]" if r.action in _ACTION_STYLE else r.action
+        table.add_row(rich.markup.escape(label), action, rich.markup.escape(source), _fmt_shape(r),
+                      rich.markup.escape(note))
+    return table
+
+
+_STYLE = {"param": "cyan", "shape": "dim"}
+_ACTION_STYLE = {"padded": "yellow", "sliced": "yellow", "kept-init": "magenta", "ignored": "dim", "unused": "red"}
+
+
+def counts_line(rows: Iterable[PlanRow]) -> str:
+    rows = list(rows)
     counts = {a: sum(r.action == a for r in rows) for a in ACTIONS}
-    lines.append(", ".join(f"{n} {a}" for a, n in counts.items() if n))
-    lines += [f"note: {n}" for n in notes]
-    return "\n".join(lines)
+    return ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+
+
+def render_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True, notes: Iterable[str] = (),
+                 console: Any = None) -> str:
+    """The table (target, action, source, shapes, reason), the counts and the notes as plain text.
+
+    With ``console`` (a :class:`rich.console.Console`), it is printed there instead, in colour
+    on a terminal, and the plain text is still returned.
+    """
+    import io
+
+    from rich.console import Console
+
+    rows = list(rows)
+    table = rich_table(rows, collapse_layers=collapse_layers)
+    tail = [counts_line(rows)] + [f"note: {n}" for n in notes]
+    buf = io.StringIO()
+    Console(file=buf, width=100_000, color_system=None, force_terminal=False, soft_wrap=True).print(table)
+    if console is not None:
+        console.print(table)
+        for line in tail:
+            console.print(line, markup=False, highlight=False)
+    return "\n".join([line.rstrip() for line in buf.getvalue().splitlines()] + tail)
 
 
 def render_json(rows: Iterable[PlanRow], **extra: Any) -> str:
-    return json.dumps({"rows": [r.to_dict() for r in rows], **extra}, indent=1, default=list)
+    """JSON, one row per line (the row list indented, each row compact)."""
+    body = ",\n  ".join(json.dumps(r.to_dict(), default=list) for r in rows)
+    rest = "".join(f",\n {json.dumps(k)}: {json.dumps(v, default=list)}" for k, v in extra.items())
+    return "{\"rows\": [" + (f"\n  {body}\n " if body else "") + "]" + rest + "\n}"
 
 
 @dataclass
@@ -142,8 +190,9 @@ class Report:
     seconds: float = 0.0
     bytes_written: int = 0
 
-    def table(self, *, collapse_layers: bool = True) -> str:
-        return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)
+    def table(self, *, collapse_layers: bool = True, console: Any = None) -> str:
+        """Plain text; with a ``rich`` ``console`` also printed there (in colour on a terminal)."""
+        return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes, console=console)
 
     def to_json(self) -> str:
         return render_json(self.rows, notes=self.notes, seconds=self.seconds, bytes_written=self.bytes_written)

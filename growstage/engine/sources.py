@@ -49,19 +49,24 @@ def open_checkpoint(path: str | os.PathLike, *, model: Any = None) -> Reader:
 
 
 def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None) -> Snapshot:
-    """A Snapshot from a Snapshot, a checkpoint path (any format the readers know), a Keras model or a values dict.
+    """A Snapshot from a Snapshot, a checkpoint path (any format the readers know, or a ``fit``
+    checkpoint directory: its latest verified ``epoch-NNNN.h5``), a Keras model or a values dict.
 
     ``naming_model`` names the layers of Keras weight files (see :mod:`growstage.io.readers`).
     """
     if isinstance(source, Snapshot):
         return source
     if isinstance(source, (str, os.PathLike)):
+        from growstage.io.checkpoint_dir import params_only, resolve_training_dir
         from growstage.io.readers import detect_format
 
-        if detect_format(os.fspath(source)) == "growstage":
+        source, note = resolve_training_dir(source)  # a fit checkpoint_dir: its latest verified epoch
+        if detect_format(source) == "growstage":
             from growstage.io.store import load
 
-            return load(source)
+            snap = params_only(load(source))
+            snap.notes += [note] if note else []
+            return snap
         return open_checkpoint(source, model=naming_model).to_snapshot()
     if _is_keras_model(source):
         from growstage.framework.capture import snapshot

@@ -26,6 +26,8 @@ from growstage.core.errors import StoreError
 from growstage.io.store import clean_stale_tmp, load, save
 from growstage.core.values import Snapshot
 
+# Training checkpoints keep optimizer slots beside the params under this pseudo-layer (train/checkpoints.py).
+OPTIMIZER_SCOPE = "@optimizer"
 _NAME = re.compile(r"^epoch-(\d{4,})\.h5$")
 
 
@@ -83,3 +85,30 @@ def latest_checkpoint(directory: str | os.PathLike) -> tuple[str, Snapshot] | No
             continue
         return path, snap
     return None
+
+
+def resolve_training_dir(path: str | os.PathLike) -> tuple[str, str | None]:
+    """``(path, note)``: a directory of ``epoch-NNNN.h5`` files (what ``fit(checkpoint_dir=...)``
+    writes) becomes its latest verified epoch file; any other path is returned as given.
+
+    A directory holding a TensorFlow ``checkpoint`` file is a TF checkpoint and stays as it is.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "checkpoint")) or not list_checkpoints(path):
+        return path, None
+    found = latest_checkpoint(path)
+    if found is None:
+        names = ", ".join(os.path.basename(p) for _, p in list_checkpoints(path))
+        raise StoreError(path, f"a training checkpoint directory, but none of its files verifies ({names})")
+    found[1].close()
+    return found[0], f"{path}: the latest verified training checkpoint is {os.path.basename(found[0])}"
+
+
+def params_only(snap: Snapshot) -> Snapshot:
+    """``snap`` without a training checkpoint's optimizer state (a note says so when there was some)."""
+    opt = [l for l in snap.layers if l == OPTIMIZER_SCOPE or l.startswith(OPTIMIZER_SCOPE + "/")]
+    if not opt:
+        return snap
+    layers = {l: ps for l, ps in snap.layers.items() if l not in opt}
+    note = f"optimizer state of {len(opt) - 1} layers left out (a training checkpoint)"
+    return Snapshot(layers, meta=snap.meta, notes=list(snap.notes) + [note])

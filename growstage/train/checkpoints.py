@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from growstage.framework.optimizer import ensure_built, optimizer_state
-from growstage.io.checkpoint_dir import checkpoint_path, latest_checkpoint, list_checkpoints, save_checkpoint
+from growstage.io.checkpoint_dir import (OPTIMIZER_SCOPE, checkpoint_path, latest_checkpoint, list_checkpoints,
+                                        save_checkpoint)
 from growstage.framework.capture import snapshot
 from growstage.core.values import Param, Snapshot
 
-OPT = "@optimizer"
+OPT = OPTIMIZER_SCOPE
 __all__ = ["OPT", "checkpoint_path", "latest_checkpoint", "list_checkpoints", "split_checkpoint", "write_checkpoint"]
 
 

@@ -158,7 +158,14 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     rebuild, release what TensorFlow keeps of the old model's traced training
     step (see :mod:`growstage.framework.traces`); without it RSS grows by tens of
     MB per transition.
-    Other keyword arguments go to ``model.fit`` (``batch_size``, ``shuffle``...).
+    ``checkpoint_dir``: after every epoch, weights, optimizer state, schedule position and
+    the history so far go to ``checkpoint_dir/epoch-NNNN.h5`` (atomic); ``keep``: how many
+    of the newest files stay (default 3).  ``resume=True``: continue from the latest file
+    in ``checkpoint_dir`` that verifies (a fresh start when there is none); the returned
+    history then holds every epoch, those before the resume included.
+    Epochs count from 0 everywhere: ``epoch-0000.h5`` is the first epoch's file, the log
+    says ``epoch 0``, ``on_epoch_end`` gets 0 and ``hist.epochs[0]["epoch"] == 0``.
+    Other keyword arguments go to ``model.fit`` (``batch_size``, ``shuffle``, ``validation_data``...).
     """
     verbose = fit_kwargs.pop("verbose", 0)
     run = _Run(schedule, compile, seed, strategy, log, reset_optimizer, allow_auto_names)
@@ -177,7 +184,8 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
                 params, opt_state = split_checkpoint(snap)
                 run.transfer(params, opt_state, model, current, exact=True, pending=pending)
             start, hist.resumed_from = done + 1, path
-            run.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
+            hist.epochs = [dict(e) for e in snap.meta.get("history", [])]  # the epochs before the resume
+            run.say(f"resumed from {path}: epochs 0..{done} done (stage {current.index}); next: epoch {done + 1}")
     for epoch in range(start, epochs):
         stage = schedule.stage_for_epoch(epoch)
         if model is None:
@@ -196,10 +204,12 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
         h = model.fit(x, y, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose, **fit_kwargs)
         logs = {k: float(v[-1]) for k, v in h.history.items()}
         hist.epochs.append({"epoch": epoch, "stage": stage.index, "seconds": time.perf_counter() - t0, **logs})
-        run.say(f"epoch {epoch + 1}/{epochs} stage {stage.index}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+        # epochs count from 0 everywhere: file names, messages, callbacks, history, stage_for_epoch
+        run.say(f"epoch {epoch} (of 0..{epochs - 1}) stage {stage.index}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
         if checkpoint_dir:
             write_checkpoint(checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=keep,
-                             allow_auto_names=allow_auto_names)
+                             allow_auto_names=allow_auto_names, meta={"history": hist.epochs})
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, logs)
     hist.model = model
@@ -234,6 +244,6 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
     hist.rebuilds += 1
     dt = time.perf_counter() - t0
     hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": True, "report": report, "seconds": dt})
-    run.say(f"stage {stage.index} from epoch {epoch + 1}: rebuilt {new.name} ({new.count_params()} params) "
+    run.say(f"stage {stage.index} from epoch {epoch}: rebuilt {new.name} ({new.count_params()} params) "
             f"in {dt:.2f}s\n{report.table()}")
     return new

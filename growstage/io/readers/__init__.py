@@ -2,6 +2,7 @@
 
 ``open_checkpoint(path)`` recognises the format from the file itself:
 growstage HDF5, TF1 and TF2 checkpoints (directory, prefix or ``.index``),
+a ``fit`` checkpoint directory (its latest verified ``epoch-NNNN.h5``),
 Keras 3 ``.weights.h5`` and ``.keras``, legacy Keras 2 ``.h5`` and ``.npz``.
 
 Example::
@@ -34,7 +35,9 @@ def detect_format(path: str) -> str:
     if os.path.isdir(path):
         if checkpoint_prefix(path):
             return "tf"
-        raise StoreError(path, "a directory without a TensorFlow 'checkpoint' file")
+        raise StoreError(path, "a directory with neither a TensorFlow 'checkpoint' file nor epoch-NNNN.h5 "
+                               "training checkpoints; give a checkpoint file (epoch-NNNN.h5, *.weights.h5, "
+                               "*.npz) or a TensorFlow checkpoint prefix")
     if not os.path.exists(path):
         if os.path.exists(path + ".index"):
             return "tf"
@@ -67,12 +70,16 @@ def detect_format(path: str) -> str:
 def open_checkpoint(path: str | os.PathLike, *, model: Any = None, param_names: Any = None) -> Reader:
     """Open any supported checkpoint lazily; ``model`` names Keras 3 / Keras 2 object-based files' layers,
     ``param_names(layer) -> {id(variable): name}`` their params (:func:`growstage.open_checkpoint` supplies it)."""
-    path = os.fspath(path)
+    from growstage.io.checkpoint_dir import resolve_training_dir
+
+    path, note = resolve_training_dir(path)
     kind = detect_format(path)
     if kind == "growstage":
         from growstage.io.store import load
 
-        return from_snapshot(load(path), path)
+        reader = from_snapshot(load(path), path)
+        reader.notes += [note] if note else []
+        return reader
     if kind == "tf":
         from growstage.io.readers.tf_bundle import open_tf_checkpoint
 
