@@ -33,3 +33,31 @@ def test_plan_is_a_dry_run():
     k = growstage.snapshot(new).values_dict()["out"]["kernel"]
     assert not np.array_equal(k, before["out"]["kernel"])
     assert np.array_equal(k[:4, :], growstage.snapshot(old)["out"]["kernel"].read()[:4, :])
+
+
+def _row(layer, param, old, new, action="padded"):
+    from growstage.engine.report import PlanRow
+
+    return PlanRow(layer, param, f"{layer}/{param}", action, old, new)
+
+
+def test_one_layers_rows_print_together_beside_collapsed_groups():
+    rows = [_row("blstm0", "kernel", (2, 8), (2, 8), "copied"),
+            _row("blstm1", "kernel", (8, 8), (12, 12)), _row("blstm1", "rec", (4, 8), (6, 12)),
+            _row("blstm1", "bias", (8,), (12,)),
+            _row("blstm2", "kernel", (9, 8), (12, 12)), _row("blstm2", "rec", (4, 8), (6, 12)),
+            _row("blstm2", "bias", (8,), (16,))]
+    labels = [line.split()[0] for line in growstage.Report(rows).table().splitlines()[2:-1]]
+    assert labels == ["blstm0/kernel", "blstm1/kernel", "blstm1/bias", "blstm{1,2}/rec", "blstm2/kernel",
+                      "blstm2/bias"]
+
+
+def test_to_json_prints_one_row_per_line_and_round_trips():
+    rows = [_row(f"l{i}", "kernel", (2, 3), (4, 3)) for i in range(3)]
+    text = growstage.Report(rows, notes=["n"], seconds=0.5, bytes_written=12).to_json()
+    lines = text.splitlines()
+    assert len(lines) == 3 + 2 + 4  # head, 3 rows, row list end, notes, seconds, bytes, end
+    assert all(line.startswith('  {"layer": "l') for line in lines[1:4])
+    data = json.loads(text)
+    assert [r["target"] for r in data["rows"]] == ["l0/kernel", "l1/kernel", "l2/kernel"]
+    assert data["rows"][0]["new_shape"] == [4, 3] and data["notes"] == ["n"] and data["bytes_written"] == 12
