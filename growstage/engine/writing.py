@@ -180,6 +180,12 @@ def _run_custom(p: Plan, lname: str, info: LayerInfo, undo: UndoLog) -> None:
 def transfer(source: Any, model: Any, **options: Any) -> Report:
     """Plan and apply: move ``source`` into ``model``.  Options as for :func:`growstage.plan`.
 
+    The default ``mode`` is ``"exact"``: every shape must match, a changed shape is an
+    error; pass ``mode="subset"`` to slice and pad block-wise (growing), ``"ifpossible"``
+    or ``"reset"`` to keep the target's init where shapes differ.  ``only=[layer, ...]``
+    loads only the named target layers.  ``source`` may be a snapshot, a model, a values
+    dict, a checkpoint file or a ``fit`` checkpoint directory.
+
     Raises :class:`~growstage.PlanError` (nothing changed) when the plan is
     invalid and :class:`~growstage.TransferError` (everything restored) when
     writing fails.
