@@ -2,6 +2,9 @@
 
 A chain of Dense layers (width 8); the source is the same model one unit
 narrower, so that every param is resized block-wise (the full planning path).
+The chain is built as sub-models of at most 100 layers: Keras walks a functional
+graph recursively (``Function._build_map_helper``), and one 2,000-layer graph
+exceeds Python's default recursion limit.
 
     python benchmarks/planning.py [--layers 2000]
 """
@@ -19,11 +22,16 @@ import growstage
 from growstage.framework.variables import deferred_init
 
 
-def build(layers: int, width: int) -> keras.Model:
+def build(layers: int, width: int, block: int = 100) -> keras.Model:
+    """``layers`` Dense layers ``d0..``, chained through sub-models ``block0..`` of ``block`` layers each."""
     x = keras.Input((width,))
     h = x
-    for i in range(layers):
-        h = keras.layers.Dense(width, name=f"d{i}")(h)
+    for b, start in enumerate(range(0, layers, block)):
+        inner = keras.Input((width,))
+        g = inner
+        for i in range(start, min(start + block, layers)):
+            g = keras.layers.Dense(width, name=f"d{i}")(g)
+        h = keras.Model(inner, g, name=f"block{b}")(h)
     return keras.Model(x, h)
 
 
