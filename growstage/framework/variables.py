@@ -57,7 +57,7 @@ def read_tensor(variable: Any) -> Any:
 
 
 def tensor_view(tensor: Any) -> np.ndarray:
-    arr = tensor._numpy()  # shares the tensor's buffer; read-only, since the buffer may be a variable's
+    arr = np.asarray(tensor._numpy())  # shares the tensor's buffer; read-only, since the buffer may be a variable's
     arr.flags.writeable = False
     return arr
 
@@ -76,7 +76,7 @@ def host_tensor(value: np.ndarray, dtype: Any) -> Any:
     """
     if hasattr(value, "_numpy") and np.dtype(value.dtype.as_numpy_dtype) == np.dtype(dtype):
         return value  # already a tensor: a new variable shares its buffer until one of them is written
-    arr = np.ascontiguousarray(value, dtype=np.dtype(dtype))
+    arr = np.asarray(value, dtype=np.dtype(dtype), order="C")  # (ascontiguousarray would make a 0-d value 1-d)
     try:
         import tensorflow as tf
         from tensorflow.python.eager import context
