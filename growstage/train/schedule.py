@@ -151,9 +151,6 @@ class Schedule:
             start += st.repetitions
             idx += 1
 
-    def first_epoch(self, stage: Stage) -> int:
-        return sum(self.stage(i).repetitions for i in range(stage.index))
-
 
 def stack(hidden: Sequence[str], output: str = "output", input: str = "data") -> dict[str, dict]:
     """A network dict of a plain stack: ``input -> hidden[0] -> ... -> output``."""
