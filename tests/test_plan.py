@@ -165,3 +165,12 @@ def test_a_layer_passed_as_the_model_is_named():
     old = build_blstm(4, seed=1)
     with pytest.raises(growstage.GrowstageError, match="'out' is a layer, not a model"):
         growstage.transfer(old, old.get_layer("out"))
+
+
+def test_stage_options_are_checked_when_the_stage_is_made():
+    sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "fill": "zero"}])
+    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown fill 'zero'.*did you mean 'zeros'"):
+        sched.stage(0)
+    sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "ignore_mising": True}])
+    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown option 'ignore_mising'"):
+        sched.stage(0)
