@@ -251,7 +251,9 @@ def test_cli_inspect_plan_average_diff_convert(tmp_path, capsys, monkeypatch):
         "    h = keras.layers.Dense(6, name='a')(x)\n"
         "    return keras.Model(x, keras.layers.Dense(2, name='b')(h))\n")
     monkeypatch.chdir(tmp_path)
-    assert main(["plan", pb, "--into", "builders:wide"]) == 0
+    assert main(["plan", pb, "--into", "builders:wide"]) == 2  # exact by default, as the library
+    assert "under mode 'exact'" in capsys.readouterr().err
+    assert main(["plan", pb, "--into", "builders:wide", "--mode", "subset"]) == 0
     out = capsys.readouterr().out
     assert "a/kernel" in out and "padded" in out
     assert main(["convert", pb, str(tmp_path / "c.h5"), "--rename", "a/=first/"]) == 0

@@ -2,6 +2,7 @@
 fresh temporary directory, then every shell command of the "Command line" section there too."""
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,16 @@ def shell_commands(code):
             yield cmd.strip(), int(want.group(1)) if want else 0
 
 
-def test_readme_blocks_and_cli_commands_run(tmp_path, monkeypatch):
+@pytest.fixture()
+def forget_modules(tmp_path):
+    """Modules the README writes into its directory (builders.py) must not outlive the test."""
+    yield
+    for name, mod in list(sys.modules.items()):
+        if str(getattr(mod, "__file__", "") or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+def test_readme_blocks_and_cli_commands_run(tmp_path, monkeypatch, forget_modules):
     text = README.read_text()
     py = blocks(text, "python")
     assert len(py) >= 4

@@ -150,6 +150,18 @@ def init_from_checkpoint(ckpt: Any, assignment_map: Mapping[str, Any], model: An
                 problems.append(f"assignment_map[{ckpt_name!r}]: give a param name, a scope or a Keras variable")
                 continue
         _choose(ckpt_name, current, targets, reader, chosen, problems)
+    writes, rows = _writes(chosen, targets, reader, problems)
+    if problems:
+        raise PlanError(problems)
+    if not writes:
+        raise GrowstageError("the assignment map selects no variable")
+    written = write_all(writes)
+    return Report(rows, list(reader.notes), time.perf_counter() - t0, written)
+
+
+def _writes(chosen: dict[str, str], targets: _Targets, reader: Reader,
+            problems: list[str]) -> tuple[list, list[PlanRow]]:
+    """``(label, variable, load)`` writes and one plan row per chosen target; mismatches go to ``problems``."""
     writes, rows = [], []
     for name in sorted(chosen):
         ckpt_name, parts = chosen[name], targets.all[name]
@@ -167,12 +179,7 @@ def init_from_checkpoint(ckpt: Any, assignment_map: Mapping[str, Any], model: An
         layer, _, param = name.rpartition("/") if "/" in name else (name, "", "")
         rows.append(PlanRow(layer, param, ckpt_name, "copied", entry.shape, entry.shape,
                             reason=f"{len(parts)} parts" if len(parts) > 1 else ""))
-    if problems:
-        raise PlanError(problems)
-    if not writes:
-        raise GrowstageError("the assignment map selects no variable")
-    written = write_all(writes)
-    return Report(rows, list(reader.notes), time.perf_counter() - t0, written)
+    return writes, rows
 
 
 def _choose(ckpt_name: str, current: str, targets: _Targets, reader: Reader, chosen: dict[str, str],
