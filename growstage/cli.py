@@ -104,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
 
         model = _load_builder(args.into)
         opts: dict[str, Any] = {"mode": args.mode, "fill": args.fill}
+        if args.only:
+            opts["only"] = args.only
         for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names"):
             if getattr(args, flag):
                 opts[flag] = True
@@ -194,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill", default="init", metavar="FILL",
                    help="what padded entries hold: init (default: the target's init), zeros, a number, "
                         "preserve, net2net or double (function-preserving)")
+    p.add_argument("--only", action="append", metavar="LAYER",
+                   help="load only this target layer (repeatable); the others keep their values")
     g = p.add_argument_group("relaxations (strict by default)")
     for flag, text in _RELAX.items():
         g.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true", help=text)

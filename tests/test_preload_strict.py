@@ -82,8 +82,8 @@ def test_only_loads_named_layers_and_reports_the_rest_as_ignored(saved, tmp_path
     new = _net()
     before = _values(new)
     rep = growstage.preload(new, {"convs": {"filename": path, "only": ["conv_1", "conv_2"]}})
-    assert rep.counts() == {"copied": 4, "ignored": 4}
-    assert {r.layer for r in rep.rows if r.action == "ignored"} == {"ff_2", "lin_1"}
+    assert rep.counts() == {"copied": 4, "kept-init": 4}
+    assert {r.layer for r in rep.rows if r.reason == "not in only=: untouched"} == {"ff_2", "lin_1"}
     assert "new layer" not in rep.table()
     for lname in ("conv_1", "conv_2"):
         assert np.array_equal(new.get_layer(lname).kernel.numpy(), old.get_layer(lname).kernel.numpy())

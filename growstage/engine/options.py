@@ -38,6 +38,7 @@ class TransferOptions:
     custom_param_importer: Mapping[str, Callable | str] = field(default_factory=dict)
     rename: Mapping[str, str] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None  # target layers to load; None: all
     ignore_missing: bool = False
     ignore_unused: bool = False
     allow_new_layers: bool = False
@@ -60,6 +61,8 @@ class TransferOptions:
         set_(self, "custom_param_importer", _mapping(self.custom_param_importer, "custom_param_importer", _importer))
         set_(self, "rename", _mapping(self.rename, "rename", _name_value))
         set_(self, "ignore", _names(self.ignore, "ignore"))
+        if self.only is not None:
+            set_(self, "only", _names(self.only, "only"))
         for name in _BOOLS:
             if not isinstance(getattr(self, name), bool):
                 raise GrowstageError(f"{name} must be True or False, not {getattr(self, name)!r}")

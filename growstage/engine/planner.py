@@ -59,6 +59,7 @@ class Planner:
         self.ignored_layers = {i for i in opts.ignore if i in src.layers}
         self.ignored_keys = {i for i in opts.ignore if i not in src.layers and i in self.src_keys}
         self.inv_rename = {new: old for old, new in opts.rename.items()}
+        self.only = set(opts.only) if opts.only is not None else None
         self.starts: dict = {}  # new layer -> (action, reason), decided once per layer
         self.new_layers: set[str] = set()
 
@@ -80,6 +81,11 @@ class Planner:
         for item in o.ignore:
             if item not in self.src.layers and item not in self.src_keys:
                 self.unknown("source layer or param", item, list(self.src.layers) + sorted(self.src_keys), "ignore")
+        for name in o.only or ():
+            if name not in self.targets:
+                self.unknown("target layer", name, self.targets, "only")
+        if o.only is not None and not o.only:
+            self.problems.append("only=[] selects no layer: name the target layers to load, or leave only out")
 
     def source_layer_of(self, lname: str) -> str | None:
         """The source layer feeding target ``lname``; None when that name was renamed away to another target."""
@@ -91,9 +97,14 @@ class Planner:
             self.src = load_missing(self.src, self.targets, self.source_layer_of, self.opts.custom_missing_load_func)
         if self.opts.allow_new_layers:
             self.new_layers = {l for l in self.targets if self.source_layer_of(l) not in self.src.layers
-                               or self.source_layer_of(l) in self.ignored_layers}
+                               and (self.only is None or l in self.only)}
 
     def plan_layer(self, lname: str, info: LayerInfo) -> None:
+        if self.only is not None and lname not in self.only:
+            for spec in info.params:  # untouched: the values it has stay
+                self.rows.append(PlanRow(lname, spec.name, None, Action.KEPT_INIT, new_shape=spec.shape,
+                                         new_split=spec.split, reason="not in only=: untouched"))
+            return
         src_lname = self.source_layer_of(lname)
         src_layer = (self.src.layers.get(src_lname)
                      if src_lname is not None and src_lname not in self.ignored_layers else None)
@@ -126,7 +137,10 @@ class Planner:
                                      "custom_param_importer", mode="custom"))
 
     def missing_row(self, lname: str, spec: Any, key: str, src_layer: dict | None, fill: Any, base: dict) -> None:
-        if self.opts.allow_new_layers and src_layer is None:
+        if self.source_layer_of(lname) in self.ignored_layers:  # the user named it: kept, not a "new layer"
+            self.rows.append(PlanRow(lname, spec.name, None, Action.KEPT_INIT, reason="source layer in ignore=: kept",
+                                     **base))
+        elif self.opts.allow_new_layers and src_layer is None:
             self.rows.append(self.new_layer_row(lname, spec, fill, base))
         elif self.opts.ignore_missing:
             self.rows.append(PlanRow(lname, spec.name, None, Action.KEPT_INIT, reason="no source (ignore_missing)",
@@ -201,12 +215,16 @@ class Planner:
         """Source params nobody takes: ignored (listed), unused (ignore_unused) or a problem."""
         target_keys = [f"{l}/{p.name}" for l, i in self.targets.items() for p in i.params]
         for lname, params in self.src.layers.items():
+            if not self.opts.ignore_unused and self.homeless_layer(lname, params):
+                continue
             for pname, prm in params.items():
                 key = f"{lname}/{pname}"
                 if key in self.used:
                     continue
                 if lname in self.ignored_layers or key in self.ignored_keys:
                     self.rows.append(PlanRow(None, pname, key, Action.IGNORED, prm.shape, reason="in ignore list"))
+                elif self.only is not None and self.opts.rename.get(lname, lname) not in self.only:
+                    self.rows.append(PlanRow(None, pname, key, Action.IGNORED, prm.shape, reason="not in only="))
                 elif self.opts.ignore_unused:
                     self.rows.append(PlanRow(None, pname, key, Action.UNUSED, prm.shape,
                                              reason="no target (ignore_unused)"))
@@ -214,6 +232,17 @@ class Planner:
                     self.problems.append(f"source param {key} has no home in the target"
                                          f"{did_you_mean(key, target_keys)}; list it in ignore=[...], pass "
                                          "ignore_unused=True, or rename= its layer")
+
+
+    def homeless_layer(self, lname: str, params: dict) -> bool:
+        """A whole source layer with no target layer of its name: one problem for the layer, not one per param."""
+        if (lname in self.ignored_layers or self.only is not None or self.opts.rename.get(lname, lname) in self.targets
+                or any(f"{lname}/{p}" in self.used for p in params)):
+            return False
+        self.problems.append(f"source layer {lname!r} ({len(params)} params) has no layer in the target"
+                             f"{did_you_mean(lname, self.targets)}; load only some layers with only=[...], "
+                             f"leave it out with ignore=[{lname!r}], pass ignore_unused=True, or rename= it")
+        return True
 
 
 def check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> list[str]:

@@ -83,7 +83,9 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
     ``custom_param_importer``: per target layer, a callable
     ``(layer, values, *, context)`` or a mode string.
     ``rename``: ``{source_layer: target_layer}``.  ``ignore``: source layers or
-    ``layer/param`` keys not to use.  ``ignore_missing``: target params without
+    ``layer/param`` keys not to use (a target layer whose source is ignored keeps its
+    values).  ``only``: the target layers to load; every other target layer keeps its
+    values and every source layer feeding none of them is reported ``ignored``.  ``ignore_missing``: target params without
     a source keep their init.  ``ignore_unused``: source params without a home
     are allowed.  ``allow_new_layers``: a target layer absent from the source
     keeps its init (growing deeper), while a missing param of a layer that

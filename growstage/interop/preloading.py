@@ -12,7 +12,7 @@ find the checkpoint name (RETURNN tests a substring; growstage a prefix).
 ``custom_missing_load_func(name, shape, reader)``: a value for a checkpoint
 name the file lacks, or None.  ``only``: target layer names (full names, prefix
 included) to load; the entry's other layers are left as they are and reported as
-``ignored``.  All entries form one transfer: all or nothing.
+``kept-init`` ("not in only=: untouched").  All entries form one transfer: all or nothing.
 
 Strict like the rest of growstage: an ``ignore_params`` name, an
 ``ignore_params_prefixes`` entry, a ``var_name_mapping`` key, a ``prefix`` or an
@@ -89,7 +89,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     Every name in an option must match something, and an applying entry that loads
     nothing is an error that says which filter removed everything.
     Returns the :class:`~growstage.Report`; params of layers an ``only`` list leaves out
-    show as ``ignored``.
+    show as ``kept-init`` ("not in only=: untouched").
 
     Example::
 
@@ -109,20 +109,9 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     target_keys = {f"{l}/{p.name}": (l, p) for l, info in targets.items() for p in info.params}
     layers: dict[str, dict[str, Param]] = {}
     taken: dict[str, str] = {}
-    notes: list[str] = []
     problems: list[str] = []
     readers: list[Reader] = []
-    applying = []
-    for entry in sorted(preload_from_files):
-        opts = dict(preload_from_files[entry])
-        _check_entry(entry, opts)
-        if _applies(opts, training, resuming):
-            applying.append(entry)
-        else:
-            notes.append(f"preload {entry!r} skipped (init_for_train={opts.get('init_for_train', False)}, "
-                         f"training={training}, resuming={resuming})")
-    if not applying and preload_from_files and not resuming:
-        raise _nothing_applies(preload_from_files, training)
+    applying, notes = _applying(preload_from_files, training, resuming)
     only_keys: set[str] = set()
     try:
         for entry in applying:
@@ -146,9 +135,25 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
             r.close()
 
 
+def _applying(entries: Mapping[str, Mapping[str, Any]], training: bool, resuming: bool) -> tuple[list[str], list[str]]:
+    """The entries that apply now, in order, and notes on those skipped; an error when none applies."""
+    applying, notes = [], []
+    for entry in sorted(entries):
+        opts = dict(entries[entry])
+        _check_entry(entry, opts)
+        if _applies(opts, training, resuming):
+            applying.append(entry)
+        else:
+            notes.append(f"preload {entry!r} skipped (init_for_train={opts.get('init_for_train', False)}, "
+                         f"training={training}, resuming={resuming})")
+    if not applying and entries and not resuming:
+        raise _nothing_applies(entries, training)
+    return applying, notes
+
+
 def _ignored_row(target: tuple[str, Any]) -> PlanRow:
     lname, spec = target
-    return PlanRow(lname, spec.name, None, "ignored", spec.shape, spec.shape, reason="not in only=; kept")
+    return PlanRow(lname, spec.name, None, "kept-init", None, spec.shape, reason="not in only=: untouched")
 
 
 def _check_names(entry: str, opts: Mapping[str, Any], target_keys: dict, selected: list[str],
