@@ -74,8 +74,10 @@ def _rules(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(info, indent=1, default=str))
+    if as_json:  # one tensor per line: shapes and statistics stay readable
+        rows = ",\n  ".join(json.dumps(r, default=str) for r in info["params"])
+        rest = {k: v for k, v in info.items() if k != "params"}
+        print(json.dumps(rest, default=str)[:-1] + ', "params": [\n  ' + rows + "\n]}")
         return
     rows = info["params"]
     width = max((len(r["name"]) for r in rows), default=4)

@@ -88,6 +88,8 @@ def figure(history: Any, plt: Any) -> Any:
     ax.plot(epochs, [e["loss"] for e in history.epochs], marker="o", label="training loss")
     if all("val_loss" in e for e in history.epochs):
         ax.plot(epochs, [e["val_loss"] for e in history.epochs], marker="s", label="validation loss")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.15 * (hi - lo))  # room for the stage labels above the curves
     for i, stage in enumerate(sorted({e["stage"] for e in history.epochs})):
         span = [e["epoch"] for e in history.epochs if e["stage"] == stage]
         ax.axvspan(min(span) - 0.5, max(span) + 0.5, color=f"C{i}", alpha=0.08)
