@@ -73,6 +73,14 @@ def _rules(args: argparse.Namespace) -> dict[str, Any] | None:
     return rules or None
 
 
+def _fill_arg(text: str) -> Any:
+    """``--fill``: a fill name, or a number (the library takes both)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
     if as_json:  # one tensor per line: shapes and statistics stay readable
         rows = ",\n  ".join(json.dumps(r, default=str) for r in info["params"])
@@ -105,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         from growstage.engine.planning import plan
 
         model = _load_builder(args.into)
-        opts: dict[str, Any] = {"mode": args.mode, "fill": args.fill}
+        opts: dict[str, Any] = {"mode": args.mode, "fill": _fill_arg(args.fill)}
         if args.only:
             opts["only"] = args.only
         for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names"):
@@ -178,7 +186,8 @@ _RELAX = {"ignore-missing": "target params without a source keep their init (rep
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                            help="what to do (growstage COMMAND --help documents its options)")
     sub.add_parser("demo", help="run the layer-wise growing demo (growstage demo --help for its options)",
                    add_help=False)
     p = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="list the tensors of a checkpoint")

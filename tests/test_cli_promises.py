@@ -24,7 +24,7 @@ def _subparsers(ap):
 
 def test_every_subcommand_documents_every_option_and_positional():
     parsers = dict(_subparsers(build_parser()))
-    parsers["demo"] = demo_parser()
+    parsers["demo"], parsers["growstage"] = demo_parser(), build_parser()
     undocumented = [f"{cmd} {a.dest}" for cmd, p in parsers.items() for a in p._actions
                     if a.dest != "help" and not (a.help or "").strip()]
     assert undocumented == []
@@ -103,3 +103,11 @@ def test_long_cli_work_shows_progress_on_a_terminal(tmp_path, monkeypatch, cmd):
     monkeypatch.setattr("sys.stderr", err)
     assert main([c.format(**paths) for c in cmd]) == 0
     assert "3/3" in err.getvalue()
+
+
+def test_fill_accepts_what_the_library_accepts():
+    from growstage.cli import _fill_arg
+    from growstage.engine.options import TransferOptions
+
+    assert TransferOptions(fill=_fill_arg("0.5")).fill == 0.5
+    assert TransferOptions(fill=_fill_arg("preserve")).fill == "preserve"
