@@ -3,6 +3,7 @@ fresh temporary directory, then every shell command of the "Command line" sectio
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,19 @@ def shell_commands(code):
             yield cmd.strip(), int(want.group(1)) if want else 0
 
 
-@pytest.fixture()
-def forget_modules(tmp_path):
-    """Modules the README writes into its directory (builders.py) must not outlive the test."""
-    yield
+def _forget_modules_under(folder):
     for name, mod in list(sys.modules.items()):
-        if str(getattr(mod, "__file__", "") or "").startswith(str(tmp_path)):
+        if str(getattr(mod, "__file__", "") or "").startswith(str(folder)):
             del sys.modules[name]
+
+
+@pytest.fixture()
+def forget_modules():
+    """Modules written into temporary folders (the README's builders.py, other tests' ones of the same
+    name) must not leak between tests: a fresh directory gets fresh imports."""
+    _forget_modules_under(tempfile.gettempdir())
+    yield
+    _forget_modules_under(tempfile.gettempdir())
 
 
 def test_readme_blocks_and_cli_commands_run(tmp_path, monkeypatch, forget_modules):
