@@ -226,6 +226,8 @@ def layerwise(net: Mapping[str, Any], *, method: str | Callable[..., Any] = "fro
     ``compat="returnn"``: RETURNN's ``Pretrain`` exactly (no ``start``).
     """
     outputs, inputs = as_names(output, "output"), as_names(input, "input")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 1:
+        raise GrowstageError(f"layerwise: start must be an int >= 1, not {start!r}")
     if compat is not None:
         if compat != "returnn":
             raise GrowstageError(f"layerwise: unknown compat {compat!r}{did_you_mean(str(compat), ['returnn'])}; "
@@ -261,8 +263,6 @@ def layerwise(net: Mapping[str, Any], *, method: str | Callable[..., Any] = "fro
     if not stages or stages[-1] != final:
         stages.append(final)
     stages = merge_untrainable(stages, outputs)
-    if not isinstance(start, int) or isinstance(start, bool) or start < 1:
-        raise GrowstageError(f"layerwise: start must be an int >= 1, not {start!r}")
     while len(stages) > 1 and len([n for n in stages[0] if n not in outs]) < start:
         stages.pop(0)
     stages[-1].update(options)

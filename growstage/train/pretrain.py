@@ -232,8 +232,13 @@ def custom_stage_nets(net: Mapping[str, Any], func: Callable[..., Any], inputs: 
 
 
 def returnn_stage_nets(net: Mapping[str, Any], construction_algo: str | Callable[..., Any] = "from_output",
-                       output_layers: Sequence[str] = ("output",), input_layers: Sequence[str] = ("data",)) -> list[Net]:
-    """The network of each stage, as RETURNN's ``Pretrain`` builds them (before repetitions)."""
+                       output_layers: Sequence[str] = ("output",),
+                       input_layers: Sequence[str] = ("data",)) -> list[Net]:
+    """The network of each stage, as RETURNN's ``Pretrain`` builds them (before repetitions).
+
+    >>> [sorted(n) for n in returnn_stage_nets({"h": {"class": "linear"}, "output": {"from": "h"}})]
+    [['h', 'output']]
+    """
     outputs, inputs = as_names(output_layers, "output_layers"), as_names(input_layers, "input_layers")
     if callable(construction_algo):
         return custom_stage_nets(net, construction_algo, inputs)  # RETURNN trusts the function: no merging
