@@ -36,8 +36,8 @@ _LAZY = {
     "transfer": "engine.writing", "rebuild": "engine.writing", "TransferOptions": "engine.options",
     "init_from_checkpoint": "interop.assignment", "preload": "interop.preloading",
     "keras_lstm_to_tf1": "interop.lstm_layouts", "tf1_lstm_to_keras": "interop.lstm_layouts",
-    "Schedule": "train.schedule", "Stage": "train.schedule", "layerwise": "train.schedule",
-    "stack": "train.schedule", "GrowingHistory": "train.fitting", "fit": "train.fitting",
+    "Schedule": "train.schedule", "Stage": "train.schedule", "layerwise": "train.layerwise",
+    "stack": "train.layerwise", "returnn_pretrain": "train.pretrain", "GrowingHistory": "train.fitting", "fit": "train.fitting",
 }
 # the layer packages, reachable as attributes without an import
 _SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools")

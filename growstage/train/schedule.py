@@ -14,13 +14,17 @@ Example::
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from growstage.core.errors import GrowstageError
 from growstage.engine.options import TransferOptions
+from growstage.train.layerwise import layerwise, stack  # noqa: F401  (their home before the split)
+from growstage.train.pretrain import split_net_options
+
+# the per-stage options a stage dict may give beside its "spec"
+STAGE_KEYS = ("mode", "fill", "learning_rate", "frozen", "custom_param_importer", "repetitions")
 
 Repetitions = int | Sequence[int] | Mapping[Any, int]
 
@@ -89,7 +93,12 @@ class Schedule:
     options) or from ``stage_fn(idx, prev_spec) -> spec | None``, called
     lazily one stage at a time; ``None`` ends the schedule.  The last stage
     trains for every epoch after the others.  Per-stage options default to
-    the schedule-wide ``mode``, ``fill``, ``learning_rate``, ``frozen``.
+    the schedule-wide ``mode``, ``fill``, ``learning_rate``, ``frozen``.  A
+    stage dict without ``spec`` is all architecture, so an option name in it
+    is an error.  RETURNN's ``#copy_param_mode``, ``#repetition`` and
+    ``#config`` (learning rate) keys at the top of a network-dict spec are
+    that stage's options.  ``mode`` defaults to ``subset``; the stages of
+    :func:`~growstage.returnn_pretrain` carry RETURNN's (``ifpossible``).
     """
 
     def __init__(self, build: Callable[[Stage], Any], stages: Sequence[Any] | None = None, *,
@@ -118,20 +127,31 @@ class Schedule:
 
     def _make(self, idx: int, raw: Any, is_final: bool) -> Stage:
         opts = dict(self.defaults)
-        spec = raw
+        spec, extra = raw, {}
         if isinstance(raw, Mapping) and "spec" in raw:
             extra = dict(raw)
             spec = extra.pop("spec")
-            for key in list(extra):
-                if key in ("mode", "fill", "learning_rate", "frozen", "custom_param_importer", "repetitions"):
-                    opts[key] = extra.pop(key)
-            opts.setdefault("options", {}).update(extra)
+        elif isinstance(raw, Mapping):
+            clash = [k for k in raw if k in STAGE_KEYS or k in TransferOptions.names()]
+            if clash:
+                raise GrowstageError(
+                    f"stage {idx}: {', '.join(map(repr, clash))} beside the architecture, but no 'spec' key: it would "
+                    f"be read as part of the architecture; write {{'spec': <architecture>, {clash[0]!r}: ...}}")
+        if isinstance(spec, Mapping) and any(isinstance(k, str) and k.startswith("#") for k in spec):
+            spec, hashed = split_net_options(spec, f"stage {idx}")  # RETURNN's '#copy_param_mode' & co.
+            for key, value in hashed.items():
+                if key in extra:
+                    raise GrowstageError(f"stage {idx}: {key!r} is given twice, in the stage dict and as a "
+                                         "'#' key of its network dict; keep one")
+                extra[key] = value
+        for key in list(extra):
+            if key in STAGE_KEYS:
+                opts[key] = extra.pop(key)
         reps = opts.pop("repetitions", None)
         if reps is None:
             reps = repetitions_for(self.repetitions, idx, is_final)
         opts["frozen"] = tuple(opts.get("frozen") or ())
-        options = {**self.options, **opts.pop("options", {})}
-        stage = Stage(idx, spec, reps, options=options, **opts)
+        stage = Stage(idx, spec, reps, options={**self.options, **extra}, **opts)
         stage.transfer_options()  # a bad option fails when the stage is made, not at its boundary
         return stage
 
@@ -162,92 +182,3 @@ class Schedule:
                 return st
             start += st.repetitions
             idx += 1
-
-
-def stack(hidden: Sequence[str], output: str = "output", input: str = "data") -> dict[str, dict]:
-    """A network dict of a plain stack: ``input -> hidden[0] -> ... -> output``."""
-    net: dict[str, dict] = {}
-    prev = input
-    for name in hidden:
-        net[name] = {"from": [prev]}
-        prev = name
-    net[output] = {"from": [prev]}
-    return net
-
-
-def _rewire(full: dict, keep: set[str], input: str) -> dict:
-    """Copy ``full`` restricted to ``keep``; a removed source is replaced by its nearest kept ancestors."""
-    def resolve(src: str, seen: frozenset) -> list[str]:
-        if src == input or src in keep:
-            return [src]
-        if src in seen or src not in full:
-            return []
-        out: list[str] = []
-        for s in full[src].get("from", [input]):
-            out += [x for x in resolve(s, seen | {src}) if x not in out]
-        return out
-
-    net = {}
-    for name in full:
-        if name not in keep:
-            continue
-        layer = copy.deepcopy(full[name])
-        sources: list[str] = []
-        for s in full[name].get("from", [input]):
-            sources += [x for x in resolve(s, frozenset()) if x not in sources]
-        if input in sources and len(sources) > 1:
-            sources.remove(input)  # as RETURNN: a layer that reads kept layers stops reading the input
-        layer["from"] = sources
-        net[name] = layer
-    return net
-
-
-def layerwise(net: Mapping[str, Mapping], *, method: str = "from_output", output: str = "output",
-              input: str = "data", start: int = 1) -> list[dict]:
-    """RETURNN's layer-wise construction: the list of network dicts, smallest first.
-
-    ``from_output`` (default): repeatedly remove the layers feeding the output
-    (re-wiring it to their sources) while it still reads a hidden layer; the
-    stages are those networks, smallest first, then the full one.
-    ``from_input``: stage n keeps the hidden layers within n steps of the input
-    (longest path), plus the output.  ``start``: the first stage has at least
-    this many hidden layers.
-    """
-    full = {k: dict(v) for k, v in net.items()}
-    if output not in full:
-        raise GrowstageError(f"layerwise: no output layer {output!r} in the network dict")
-    hidden = [k for k in full if k != output]
-    for name, layer in full.items():
-        for s in layer.get("from", [input]):
-            if s != input and s not in full:
-                raise GrowstageError(f"layerwise: layer {name!r} reads unknown layer {s!r}")
-    stages: list[dict] = []
-    if method == "from_input":
-        depth: dict[str, int] = {input: 0}
-
-        def d(name: str) -> int:
-            if name not in depth:
-                depth[name] = 1 + max(d(s) for s in full[name].get("from", [input]))
-            return depth[name]
-
-        for n in range(1, max((d(h) for h in hidden), default=0) + 1):
-            stages.append(_rewire(full, {h for h in hidden if d(h) <= n} | {output}, input))
-    elif method == "from_output":
-        keep = set(full)
-        chain = [_rewire(full, keep, input)]
-        while True:
-            cur = chain[-1]
-            direct = [s for s in cur[output]["from"] if s != input]
-            nxt_keep = keep - set(direct)
-            if not direct or not (nxt_keep - {output}):
-                break
-            keep = nxt_keep
-            chain.append(_rewire(full, keep, input))
-        stages = chain[::-1]
-    else:
-        raise GrowstageError(f"layerwise: unknown method {method!r}; use 'from_output' or 'from_input'")
-    if not stages or stages[-1] != _rewire(full, set(full), input):
-        stages.append(_rewire(full, set(full), input))
-    while len(stages) > 1 and len(stages[0]) - 1 < start:
-        stages.pop(0)
-    return stages
