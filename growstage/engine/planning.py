@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import inspect
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -25,7 +24,7 @@ from growstage.core.errors import GrowstageError, PlanError, ShapeError, did_you
 from growstage.core.growth import PRESERVING
 from growstage.engine.report import PlanRow, render_json, render_table
 from growstage.core.resize import derive_split
-from growstage.engine.sources import apply_rules, edit_values, load_missing, resolve_source
+from growstage.engine.sources import apply_rules, edit_values, is_flat_source, load_missing, resolve_source
 from growstage.core.values import Snapshot
 
 MODES = ("exact", "ifpossible", "subset", "reset")
@@ -136,7 +135,7 @@ def plan(
     rules, source_model = options.pop("rules", None), options.pop("source_model", None)
     src = resolve_source(source, allow_auto_names=allow_auto_names, naming_model=source_model or model)
     targets = describe(model, allow_auto_names=allow_auto_names)
-    if rules is not None or not isinstance(source, Snapshot) and isinstance(source, (str, os.PathLike)):
+    if rules is not None or is_flat_source(source):  # flat checkpoint names: cut at the target's layer names
         src = apply_rules(src, rules, targets)
     if on_values is not None:
         src = edit_values(src, on_values)

@@ -10,7 +10,9 @@ epoch, not a resume); the default ``False`` applies only outside training.
 find the checkpoint name (RETURNN tests a substring; growstage a prefix).
 ``var_name_mapping``: ``{target layer/param: checkpoint name}``.
 ``custom_missing_load_func(name, shape, reader)``: a value for a checkpoint
-name the file lacks, or None.  All entries form one transfer: all or nothing.
+name the file lacks, or None.  ``filename`` may also be an open
+:class:`~growstage.Reader`, e.g. ``growstage.returnn.open_returnn(path)`` for a
+RETURNN checkpoint.  All entries form one transfer: all or nothing.
 
 Example::
 
@@ -70,7 +72,8 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
             notes.append(f"preload {entry!r} skipped (init_for_train={opts.get('init_for_train', False)}, "
                          f"training={training}, resuming={resuming})")
             continue
-        reader = open_checkpoint(opts["filename"], model=model)
+        # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path
+        reader = opts["filename"] if isinstance(opts["filename"], Reader) else open_checkpoint(opts["filename"], model=model)
         readers.append(reader)
         n = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
         notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
