@@ -18,28 +18,39 @@ FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 PREFIX = os.path.join(FIX, "returnn_net.ckpt")
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    with open(os.path.join(FIX, "returnn_net.json")) as fp:
+def _load(stem):
+    with open(os.path.join(FIX, f"{stem}.json")) as fp:
         spec = json.load(fp)
-    with np.load(os.path.join(FIX, "returnn_net_outputs.npz"), allow_pickle=False) as z:
+    with np.load(os.path.join(FIX, f"{stem}_outputs.npz"), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return spec["network"], spec["extern_data"], arrays
 
 
+@pytest.fixture(scope="module")
+def fixture():
+    return _load("returnn_net")
+
+
 def _layer_outputs(model, names):
-    # a direction -1 rec layer's output in time order is its __reverse layer's
-    tensors = [model.get_layer(f"{n}__reverse" if f"{n}__reverse" in {l.name for l in model.layers} else n).output
+    # a direction -1 rec layer's output in time order is its __reverse layer's; a subnetwork's is that of
+    # its call in the outer graph (its last inbound node), not its inner output
+    known = {l.name for l in model.layers}
+    tensors = [model.get_layer(f"{n}__reverse" if f"{n}__reverse" in known else n)._inbound_nodes[-1].output_tensors[0]
                for n in names]
     return keras.Model(model.input, tensors)
 
 
-def test_returnn_checkpoint_gives_returnns_outputs(fixture):
-    net, extern, arrays = fixture
+@pytest.mark.parametrize("stem, n_params", [("returnn_net", 23), ("returnn_seed", 12)])
+def test_returnn_checkpoint_gives_returnns_outputs(stem, n_params):
+    """linear, conv, batch_norm, layer_norm, standardlstm and nativelstm2 BLSTMs, softmax (returnn_net);
+    strided conv, pad, conv with input_add_feature_dim, merge_dims, window, combine, dropout, copy of
+    two sources and a subnetwork (returnn_seed): every layer's output equals RETURNN's."""
+    net, extern, arrays = _load(stem)
     model = gr.build_model(net, extern)
-    report = growstage.transfer(gr.open_returnn(PREFIX), model)
-    assert report.counts() == {"copied": 23}
-    assert any("slstm_fw: standardlstm, forget_bias 1.0 folded" in n for n in report.notes)
+    report = growstage.transfer(gr.open_returnn(os.path.join(FIX, f"{stem}.ckpt")), model)
+    assert report.counts() == {"copied": n_params}
+    if stem == "returnn_net":
+        assert any("slstm_fw: standardlstm, forget_bias 1.0 folded" in n for n in report.notes)
     outs = _layer_outputs(model, list(net))(arrays["input"])
     for name, got in zip(net, outs):
         # float32 arithmetic in another order (TF LSTMCell / NativeLstm2 kernels vs Keras LSTM)
