@@ -127,10 +127,15 @@ def test_load_on_init_is_strict(trained, tmp_path):
      "form a cycle"),
     ({"output": {"class": "copy", "from": "data:feats"}}, "extern_data has no 'feats'"),
     ({"lin": {"class": "linear", "n_out": 2}}, "no output layer"),
+    ({"output": {"class": "linear", "n_out": 2, "from": "data:classes"}}, "linear on sparse data"),
+    ({"output": {"class": "conv", "filter_size": [3], "padding": "same_static", "n_out": 2}},
+     "layer 'output': conv padding 'same_static'"),
+    ({"output": {"class": "pad", "axes": "F", "padding": 1}}, "pad axes 'F'"),
+    ({"output": {"class": "combine", "kind": "sub", "from": ["data", "data"]}}, "combine kind 'sub'"),
 ])
 def test_frontend_errors_name_the_layer_and_the_option(net, match):
     with pytest.raises(gr.NetDictError, match=match):
-        gr.build_model(net, {"data": {"dim": 3}})
+        gr.build_model(net, {"data": {"dim": 3}, "classes": {"dim": 4, "sparse": True}})
 
 
 def test_string_from_hash_keys_and_frozen_layers():

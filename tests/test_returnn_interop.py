@@ -70,6 +70,23 @@ def test_returnn_checkpoint_by_preload_and_initializer(fixture):
         assert np.array_equal(lstm.cell.kernel.numpy(), r.read("nlstm_bw/cell/kernel"))
 
 
+def test_a_returnn_checkpoint_grows_gate_by_gate(fixture):
+    net, extern, _ = fixture
+    wide = json.loads(json.dumps(net))
+    for side in ("nlstm_fw", "nlstm_bw"):
+        wide[side]["n_out"] = 5
+    model = gr.build_model(wide, extern)
+    report = growstage.transfer(gr.open_returnn(PREFIX), model, mode="subset")
+    assert report.counts() == {"copied": 16, "padded": 7}  # 2 x 3 LSTM params and the output kernel
+    with gr.open_returnn(PREFIX) as r:
+        old_k, old_out = r.read("nlstm_fw/cell/recurrent_kernel"), r.read("output/kernel")
+    new_k = model.get_layer("nlstm_fw").cell.recurrent_kernel.numpy()
+    for gate in range(4):  # Keras i, f, c, o: each gate's old block at the start of its new block
+        assert np.array_equal(new_k[:3, gate * 5:gate * 5 + 3], old_k[:, gate * 3:(gate + 1) * 3])
+    new_out = model.get_layer("output").kernel.numpy()  # reads [fw, bw]: each source's rows apart
+    assert np.array_equal(new_out[:3], old_out[:3]) and np.array_equal(new_out[5:8], old_out[3:6])
+
+
 def test_back_to_returnn_names_and_layouts(fixture, tmp_path):
     net, extern, _ = fixture
     model = gr.build_model(net, extern)
@@ -86,6 +103,15 @@ def test_back_to_returnn_names_and_layouts(fixture, tmp_path):
         with open_checkpoint(tmp_path / "model.002") as again:
             assert sorted(again) == sorted(orig) and "global_step" in again.optimizer
             assert np.array_equal(again.read("nlstm_fw/rec/W_re"), orig.read("nlstm_fw/rec/W_re"))
+
+
+def test_training_state_of_a_returnn_checkpoint_is_set_apart(tmp_path):
+    gr.save_checkpoint({"out/W": np.ones((2, 2), "f4"), "out/W/Adam": np.ones((2, 2), "f4"),
+                        "out/W/Adam_1": np.ones((2, 2), "f4"), "beta1_power": np.ones((), "f4")}, tmp_path / "m",
+                       global_step=3)
+    with gr.open_returnn(tmp_path / "m") as r:
+        assert list(r) == ["out/kernel"]
+        assert sorted(r.optimizer) == ["beta1_power", "global_step", "out/W/Adam", "out/W/Adam_1"]
 
 
 def test_unknown_returnn_param_and_forget_bias_layer_are_errors(tmp_path):

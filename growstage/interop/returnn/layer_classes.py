@@ -80,6 +80,9 @@ def n_out(layer: str, opts: dict, ctx: BuildContext) -> int:
 
 @layer_class("linear", "n_out", "activation", "with_bias")
 def _linear(name, opts, x, ctx):
+    if "int" in str(x.dtype):
+        raise fail(name, "linear on sparse data (RETURNN's embedding lookup) is not supported; "
+                         "feed dense features")
     return L.Dense(n_out(name, opts, ctx), activation=activation(name, opts), use_bias=opts.get("with_bias", True),
                    name=name)(x)
 

@@ -106,6 +106,8 @@ def _lstm_entries(reader: Reader, kind: str, layer: str, parts: dict[str, str], 
     first = reader[parts[need[0]]]
     n4 = first.shape[-1]
     n_in = first.shape[0] - (n4 // 4 if kind == "standardlstm" else 0)
+    # no split info: the input axis's blocks (the sources) are not in the file; planning derives both axes'
+    # blocks from the target's (per gate, per source), which is what a grown layer needs
     shapes = {"cell/kernel": (n_in, n4), "cell/recurrent_kernel": (n4 // 4, n4), "cell/bias": (n4,)}
     return {f"{layer}/{k}": Entry(s, first.dtype, lambda index, k=k: values()[k] if index is None else values()[k][index],
                                   source=f"{reader.path}:{layer}/rec ({kind})")
