@@ -87,6 +87,22 @@ def test_a_returnn_checkpoint_grows_gate_by_gate(fixture):
     assert np.array_equal(new_out[:3], old_out[:3]) and np.array_equal(new_out[5:8], old_out[3:6])
 
 
+def test_a_returnn_blstm_pair_is_a_keras_bidirectional(fixture):
+    """RETURNN's lstm_fw / lstm_bw rec layers into a hand-built Keras model with one Bidirectional."""
+    _, _, arrays = fixture
+    x = keras.Input((None, 8))
+    h = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True), name="nlstm")(x)
+    model = keras.Model(x, keras.layers.Dense(7, activation="softmax", name="output")(h))
+    report = growstage.transfer(gr.open_returnn(PREFIX), model, rules=gr.rules(bidirectional=True), ignore_unused=True)
+    assert report.counts() == {"copied": 8, "unused": 15}
+    feats = np.concatenate([arrays["out/slstm_fw"], arrays["out/slstm_bw"]], axis=-1)
+    np.testing.assert_allclose(np.asarray(model(feats)), arrays["out/output"], rtol=1e-5, atol=1e-5)
+    back = gr.to_returnn(model)  # and back: nlstm_fw / nlstm_bw, as RETURNN named them
+    with open_checkpoint(PREFIX) as orig:
+        assert sorted(back) == sorted(n for n in orig if n.startswith(("nlstm", "output")))
+        assert all(np.array_equal(v, orig.read(k)) for k, v in back.items())
+
+
 def test_back_to_returnn_names_and_layouts(fixture, tmp_path):
     net, extern, _ = fixture
     model = gr.build_model(net, extern)

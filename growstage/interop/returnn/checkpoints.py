@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from growstage.core.errors import GrowstageError
+from growstage.core.rules import Rules
 from growstage.interop.returnn.names import from_returnn, to_returnn_names
 from growstage.io.readers.base import Reader
 
@@ -36,6 +37,24 @@ def open_returnn(path: str | os.PathLike, *, forget_bias: float | Mapping[str, f
     from growstage.io.readers import open_checkpoint
 
     return from_returnn(open_checkpoint(path), forget_bias=forget_bias, ignore=ignore)
+
+
+BIDIRECTIONAL = [(r"(.+)_fw/(cell/.*)", r"\1/forward_layer/\2"), (r"(.+)_bw/(cell/.*)", r"\1/backward_layer/\2")]
+
+
+def rules(*, bidirectional: bool = False, **fields: Any) -> Rules:
+    """A :class:`~growstage.Rules` for a checkpoint opened with :func:`open_returnn`.
+
+    ``bidirectional=True``: RETURNN's rec pairs ``L_fw`` / ``L_bw`` (directions 1 and -1) become the
+    ``forward_layer`` / ``backward_layer`` of a Keras ``Bidirectional`` named ``L`` (its regex rules come
+    first; other ``regex`` rules follow; strict as every rule: the checkpoint must hold both directions).
+    Other fields as for ``Rules``.
+
+    >>> sorted(rules(bidirectional=True).apply(["lstm1_fw/cell/bias", "lstm1_bw/cell/bias", "output/bias"]).targets)
+    ['lstm1/backward_layer/cell/bias', 'lstm1/forward_layer/cell/bias', 'output/bias']
+    """
+    regex = list(BIDIRECTIONAL if bidirectional else []) + list(fields.pop("regex", []))
+    return Rules.coerce({**fields, "regex": regex})
 
 
 def units_of(net_dict: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

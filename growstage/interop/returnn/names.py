@@ -180,12 +180,15 @@ def to_returnn_names(values: Mapping[str, Any], *, units: str | Mapping[str, str
     """``{growstage layer/param: array}`` -> ``{RETURNN name: array}`` (the inverse of :func:`from_returnn`).
 
     ``units``: the RETURNN unit of each LSTM layer (a str for all, or ``{layer: unit}``;
-    default nativelstm2).  A layer with ``moving_mean`` is a batch_norm, other ``gamma``/``beta``
-    a layer_norm.  Any other param name is an error naming it.
+    default nativelstm2; the names of the RETURNN layers).  A Keras ``Bidirectional`` ``L`` becomes the
+    rec layers ``L_fw`` and ``L_bw`` (directions 1 and -1).  A layer with ``moving_mean`` is a
+    batch_norm, other ``gamma``/``beta`` a layer_norm.  Any other param name is an error naming it.
     """
     layers: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for key, value in values.items():
+        # a Keras Bidirectional is RETURNN's pair of rec layers: directions 1 and -1, named as RETURNN nets do
+        key = re.sub(r"/forward_layer/cell/", "_fw/cell/", re.sub(r"/backward_layer/cell/", "_bw/cell/", key))
         m = re.fullmatch(r"(.+?)/(cell/kernel|cell/recurrent_kernel|cell/bias|kernel|bias|gamma|beta|moving_mean|"
                          r"moving_variance)", key)
         if m is None:
