@@ -132,10 +132,13 @@ def test_load_on_init_is_strict(trained, tmp_path):
      "layer 'output': conv padding 'same_static'"),
     ({"output": {"class": "pad", "axes": "F", "padding": 1}}, "pad axes 'F'"),
     ({"output": {"class": "combine", "kind": "sub", "from": ["data", "data"]}}, "combine kind 'sub'"),
+    ({"output": {"class": "copy"}, "unused": {"class": "linear", "n_out": 2, "L2": 0.1}},
+     "layer 'unused': option 'L2' is not supported for class 'linear'"),
+    ({"output": {"class": "copy", "from": "data:nodim"}}, r"extern_data\['nodim'\] needs a 'dim'"),
 ])
 def test_frontend_errors_name_the_layer_and_the_option(net, match):
     with pytest.raises(gr.NetDictError, match=match):
-        gr.build_model(net, {"data": {"dim": 3}, "classes": {"dim": 4, "sparse": True}})
+        gr.build_model(net, {"data": {"dim": 3}, "classes": {"dim": 4, "sparse": True}, "nodim": {"sparse": True}})
 
 
 def test_string_from_hash_keys_and_frozen_layers():

@@ -5,7 +5,9 @@ Any checkpoint growstage reads (growstage HDF5, TF1/TF2, Keras weight files, npz
 ``exact`` (the shapes must match), ``subset`` (copy the overlap, block-wise with ``split``;
 the rest from ``fallback``), ``ifpossible`` (copy when the shapes match, else ``fallback``).
 Its config holds the path, the name and the options, never the values, so a model config that
-uses it stays small and reads the file again when rebuilt.
+uses it stays small and reads the file again when rebuilt.  Keras runs initializers whenever a
+layer is built, loading a saved model included: the checkpoint must be readable then too (a missing
+file is an error naming it, never a silent fallback).
 
 Example::
 

@@ -4,7 +4,7 @@
 :mod:`~growstage.interop.returnn.layer_classes`; ``"from"`` (a name, a list, ``"data"``,
 ``"data:<key>"``; default ``"data"``) wires them, several sources concatenated on the feature
 axis as in RETURNN.  The model's outputs are the layers with a ``loss``, ``is_output_layer`` or
-the name ``output``; layers nothing reaches are not built (as in RETURNN).  Keys starting with
+the name ``output``; layers no output reads are checked but not built (as in RETURNN).  Keys starting with
 ``#`` (per-stage options of a pretraining dict) are not layers.  A subnetwork is a nested Keras
 model of that name (its params are ``sub/inner/kernel``); ``load_on_init`` loads it from a
 checkpoint when the model is built (any format growstage reads; a TF1 checkpoint is read as
@@ -53,6 +53,8 @@ def _input(key: str, extern_data: Mapping[str, Any]) -> Any:
     bad = [k for k in spec if k not in EXTERN_KEYS]
     if bad:
         raise NetDictError(f"extern_data[{key!r}]: unknown option {bad[0]!r}{did_you_mean(bad[0], EXTERN_KEYS)}")
+    if "dim" not in spec and "shape" not in spec:
+        raise NetDictError(f"extern_data[{key!r}] needs a 'dim' (features, or classes when sparse) or a 'shape'")
     sparse = spec.get("sparse", False)
     shape = tuple(spec["shape"]) if "shape" in spec else ((None,) if sparse else (None, int(spec["dim"])))
     return keras.Input(shape, name=key, dtype=spec.get("dtype", "int32" if sparse else "float32"))
@@ -96,17 +98,7 @@ class _Graph:
             raise NetDictError(f"layers {' -> '.join(self.building + [name])} form a cycle")
         self.building.append(name)
         spec = self.net[name]
-        if not isinstance(spec, Mapping) or "class" not in spec:
-            raise fail(self.path + name, "needs a dict with a 'class'")
-        cls = CLASSES.get(spec["class"])
-        if cls is None:
-            raise fail(self.path + name, f"unknown class {spec['class']!r}{did_you_mean(str(spec['class']), CLASSES)} "
-                                         f"(classes: {', '.join(sorted(CLASSES))})")
-        allowed = set(COMMON) | set(cls.options)
-        bad = [k for k in spec if k not in allowed]
-        if bad:
-            raise fail(self.path + name, f"option {bad[0]!r} is not supported for class {spec['class']!r}"
-                                         f"{did_you_mean(bad[0], allowed)}")
+        cls = self.check(name)
         xs = [self.ref(name, s) for s in _sources(name, spec)]
         if spec["class"] != "dropout" and spec.get("dropout"):  # RETURNN: dropout on the layer's input
             xs = [keras.layers.Dropout(float(spec["dropout"]), name=f"{name}__dropout{i or ''}")(x)
@@ -121,6 +113,22 @@ class _Graph:
         self.tensors[name] = y
         return y
 
+    def check(self, name: str) -> Any:
+        """The layer class of entry ``name``, after checking its class and options (no tensors built)."""
+        spec = self.net[name]
+        if not isinstance(spec, Mapping) or "class" not in spec:
+            raise fail(self.path + name, "needs a dict with a 'class'")
+        cls = CLASSES.get(spec["class"])
+        if cls is None:
+            raise fail(self.path + name, f"unknown class {spec['class']!r}{did_you_mean(str(spec['class']), CLASSES)} "
+                                         f"(classes: {', '.join(sorted(CLASSES))})")
+        allowed = set(COMMON) | set(cls.options)
+        bad = [k for k in spec if k not in allowed]
+        if bad:
+            raise fail(self.path + name, f"option {bad[0]!r} is not supported for class {spec['class']!r}"
+                                         f"{did_you_mean(bad[0], allowed)}")
+        return cls
+
     def outputs(self) -> list[str]:
         outs = [n for n, s in self.net.items() if s.get("loss") or s.get("is_output_layer") or n == "output"]
         if not outs:
@@ -130,6 +138,8 @@ class _Graph:
 
     def model(self, name: str, inputs: list) -> keras.Model:
         outs = [self.layer(n) for n in self.outputs()]
+        for layer_name in self.net:  # layers no output reads are not built (as in RETURNN), but checked all the same
+            self.check(layer_name)
         model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outs if len(outs) > 1 else outs[0], name=name)
         for layer in self.frozen:
             model.get_layer(layer).trainable = False
