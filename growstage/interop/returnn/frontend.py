@@ -130,6 +130,8 @@ class _Graph:
         return cls
 
     def outputs(self) -> list[str]:
+        if self.data is not None:
+            return ["output"]  # a subnetwork's value is its 'output' layer; losses inside it are not outputs
         outs = [n for n, s in self.net.items() if s.get("loss") or s.get("is_output_layer") or n == "output"]
         if not outs:
             raise NetDictError(f"network {self.path or 'dict'} has no output layer: name one 'output' or give it "
