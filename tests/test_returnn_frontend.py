@@ -106,6 +106,22 @@ def test_seed_networks_load_conv_layers_by_preload_with_prefix(trained):
     assert all(np.array_equal(v, fresh[k]) for k, v in got.items() if not k.startswith("convs/"))
 
 
+def test_the_questions_flat_new_network_loads_its_conv_layers_by_preload(trained):
+    """The new network exactly as the question wrote it (conv layers at the top level), RETURNN-style."""
+    m1, x, d = trained
+    flat = {**CONVS, **{k: v for k, v in net2().items() if k != "convs"}}
+    for side in ("lstm1_fw", "lstm1_bw"):
+        flat[side] = dict(flat[side], **{"from": ["flatten_conv"]})
+    m = gr.build_model(flat, EXTERN)
+    fresh = _values(m)
+    report = growstage.preload(m, {"convs": {"filename": gr.open_returnn(d / "net1.ckpt"), "ignore_missing": True,
+                                             "ignore_params_prefixes": ["lin_1/", "ff_2/", "output/"]}})
+    assert report.counts() == {"copied": 2}
+    got = _values(m)
+    assert np.array_equal(got["conv_1/kernel"], m1.get_layer("conv_1").kernel.numpy())
+    assert all(np.array_equal(v, fresh[k]) for k, v in got.items() if not k.startswith("conv_"))
+
+
 def test_load_on_init_is_strict(trained, tmp_path):
     _, _, d = trained
     gr.save_checkpoint({"conv_1/W": np.zeros((400, 1, 64), "f4")}, tmp_path / "part")
