@@ -41,7 +41,8 @@ def test_shape_modes(ckpt):
     d = keras.layers.Dense(4, kernel_initializer=FromCheckpoint(path, "enc/kernel", mode="subset", fallback="ones"))
     d.build((None, 3))
     assert np.array_equal(d.kernel.numpy()[:, :2], kernel) and np.all(d.kernel.numpy()[:, 2:] == 1)
-    d = keras.layers.Dense(4, kernel_initializer=FromCheckpoint(path, "enc/kernel", mode="ifpossible", fallback="zeros"))
+    init = FromCheckpoint(path, "enc/kernel", mode="ifpossible", fallback="zeros")
+    d = keras.layers.Dense(4, kernel_initializer=init)
     d.build((None, 3))
     assert np.all(d.kernel.numpy() == 0)
 

@@ -45,7 +45,8 @@ class FromCheckpoint(keras.initializers.Initializer):
     def __init__(self, path: str | os.PathLike, name: str, mode: str = "exact", *, reader: str | None = None,
                  split: list | None = None, fallback: Any = "glorot_uniform"):
         if mode not in MODES:
-            raise GrowstageError(f"FromCheckpoint mode {mode!r}{did_you_mean(str(mode), MODES)} (modes: {', '.join(MODES)})")
+            raise GrowstageError(f"FromCheckpoint mode {mode!r}{did_you_mean(str(mode), MODES)} "
+                                 f"(modes: {', '.join(MODES)})")
         if reader not in READERS:
             raise GrowstageError(f"FromCheckpoint reader {reader!r}: use None (growstage's formats) or 'returnn'")
         self.path, self.name, self.mode, self.reader = os.fspath(path), str(name), mode, reader

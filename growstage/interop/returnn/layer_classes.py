@@ -227,7 +227,8 @@ def _layer_norm(name, opts, x, ctx):
 @layer_class("batch_norm", "epsilon", "momentum", "use_shift", "use_std", "param_version", "masked_time",
              "delay_sample_update")
 def _batch_norm(name, opts, x, ctx):
-    return L.BatchNormalization(epsilon=float(opts.get("epsilon", 1e-3)), momentum=1.0 - float(opts.get("momentum", 0.99)),
+    momentum = 1.0 - float(opts.get("momentum", 0.99))  # RETURNN: the update fraction; Keras: what is kept
+    return L.BatchNormalization(epsilon=float(opts.get("epsilon", 1e-3)), momentum=momentum,
                                 center=opts.get("use_shift", True), scale=opts.get("use_std", True), name=name)(x)
 
 

@@ -44,7 +44,8 @@ def nativelstm2_to_keras(W: Any, W_re: Any, b: Any) -> dict[str, np.ndarray]:
     """Keras LSTM values (``cell/kernel``, ``cell/recurrent_kernel``, ``cell/bias``) from NativeLstm2's."""
     W, W_re, b = np.asarray(W), np.asarray(W_re), np.asarray(b)
     if W.ndim != 2 or W.shape[1] % 4 or W_re.shape != (W.shape[1] // 4, W.shape[1]) or b.shape != (W.shape[1],):
-        raise ShapeError(f"a NativeLstm2 has W (n_in, 4n), W_re (n, 4n), b (4n,); got {W.shape}, {W_re.shape}, {b.shape}")
+        raise ShapeError(f"a NativeLstm2 has W (n_in, 4n), W_re (n, 4n), b (4n,); "
+                         f"got {W.shape}, {W_re.shape}, {b.shape}")
     return {"cell/kernel": _blocks(W, _NATIVE_OF_KERAS), "cell/recurrent_kernel": _blocks(W_re, _NATIVE_OF_KERAS),
             "cell/bias": _blocks(b, _NATIVE_OF_KERAS)}
 

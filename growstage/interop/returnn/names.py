@@ -109,8 +109,10 @@ def _lstm_entries(reader: Reader, kind: str, layer: str, parts: dict[str, str], 
     # no split info: the input axis's blocks (the sources) are not in the file; planning derives both axes'
     # blocks from the target's (per gate, per source), which is what a grown layer needs
     shapes = {"cell/kernel": (n_in, n4), "cell/recurrent_kernel": (n4 // 4, n4), "cell/bias": (n4,)}
-    return {f"{layer}/{k}": Entry(s, first.dtype, lambda index, k=k: values()[k] if index is None else values()[k][index],
-                                  source=f"{reader.path}:{layer}/rec ({kind})")
+    def loader(k: str) -> Callable[[Any], np.ndarray]:
+        return lambda index: values()[k] if index is None else values()[k][index]
+
+    return {f"{layer}/{k}": Entry(s, first.dtype, loader(k), source=f"{reader.path}:{layer}/rec ({kind})")
             for k, s in shapes.items()}
 
 
