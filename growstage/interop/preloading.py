@@ -73,7 +73,9 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
                          f"training={training}, resuming={resuming})")
             continue
         # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path
-        reader = opts["filename"] if isinstance(opts["filename"], Reader) else open_checkpoint(opts["filename"], model=model)
+        reader = opts["filename"]
+        if not isinstance(reader, Reader):
+            reader = open_checkpoint(reader, model=model)
         readers.append(reader)
         n = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
         notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
