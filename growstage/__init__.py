@@ -40,7 +40,8 @@ _LAZY = {
     "stack": "train.layerwise", "returnn_pretrain": "train.pretrain", "GrowingHistory": "train.fitting", "fit": "train.fitting",
 }
 # the layer packages, reachable as attributes without an import
-_SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools")
+_SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools", "returnn",
+                "initializers")
 
 __version__ = "0.1.0"
 

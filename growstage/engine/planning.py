@@ -23,7 +23,7 @@ from growstage.core.values import Snapshot
 from growstage.engine.options import TransferOptions
 from growstage.engine.planner import Planner
 from growstage.engine.report import PlanRow, render_json, render_table
-from growstage.engine.sources import apply_rules, edit_values, resolve_source
+from growstage.engine.sources import apply_rules, edit_values, is_flat_source, resolve_source
 from growstage.framework.adapters.graph import LayerInfo, describe
 
 
@@ -108,7 +108,8 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
     src = resolve_source(source, allow_auto_names=opts.allow_auto_names, naming_model=opts.source_model or model)
     targets = describe(model, allow_auto_names=opts.allow_auto_names)
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-    if opts.rules is not None or path is not None and not isinstance(source, Snapshot):
+    # flat checkpoint names (a path, an open Reader): cut into layer/param at the target's layer names
+    if opts.rules is not None or is_flat_source(source):
         src = apply_rules(src, opts.rules, targets)
     if opts.on_values is not None:
         src = edit_values(src, opts.on_values)

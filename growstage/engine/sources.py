@@ -48,14 +48,22 @@ def open_checkpoint(path: str | os.PathLike, *, model: Any = None) -> Reader:
     return open_file(path, model=model, param_names=names)
 
 
+def is_flat_source(source: Any) -> bool:
+    """A checkpoint path or an open Reader: flat names, cut into layer/param at the target's layer names."""
+    return isinstance(source, (str, os.PathLike, Reader))
+
+
 def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None) -> Snapshot:
-    """A Snapshot from a Snapshot, a checkpoint path (any format the readers know, or a ``fit``
-    checkpoint directory: its latest verified ``epoch-NNNN.h5``), a Keras model or a values dict.
+    """A Snapshot from a Snapshot, an open :class:`Reader` (e.g. ``growstage.returnn.open_returnn``), a
+    checkpoint path (any format the readers know, or a ``fit`` checkpoint directory: its latest verified
+    ``epoch-NNNN.h5``), a Keras model or a values dict.
 
     ``naming_model`` names the layers of Keras weight files (see :mod:`growstage.io.readers`).
     """
     if isinstance(source, Snapshot):
         return source
+    if isinstance(source, Reader):
+        return source.to_snapshot()
     if isinstance(source, (str, os.PathLike)):
         from growstage.io.checkpoint_dir import params_only, resolve_training_dir
         from growstage.io.readers import detect_format

@@ -10,7 +10,9 @@ epoch, not a resume); the default ``False`` applies only outside training.
 find the checkpoint name (RETURNN tests a substring; growstage a prefix).
 ``var_name_mapping``: ``{target layer/param: checkpoint name}``.
 ``custom_missing_load_func(name, shape, reader)``: a value for a checkpoint
-name the file lacks, or None.  ``only``: target layer names (full names, prefix
+name the file lacks, or None.  ``filename`` may also be an open
+:class:`~growstage.Reader`, e.g. ``growstage.returnn.open_returnn(path)`` for a
+RETURNN checkpoint.  ``only``: target layer names (full names, prefix
 included) to load; the entry's other layers are left as they are and reported as
 ``kept-init`` ("not in only=: untouched").  All entries form one transfer: all or nothing.
 
@@ -116,7 +118,10 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     try:
         for entry in applying:
             opts = dict(preload_from_files[entry])
-            reader = open_checkpoint(opts["filename"], model=model)
+            # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path
+            reader = opts["filename"]
+            if not isinstance(reader, Reader):
+                reader = open_checkpoint(reader, model=model)
             readers.append(reader)
             n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
             only_keys |= outside

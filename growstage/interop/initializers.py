@@ -1,0 +1,86 @@
+"""``FromCheckpoint``: a Keras initializer that reads one tensor from a checkpoint.
+
+Any checkpoint growstage reads (growstage HDF5, TF1/TF2, Keras weight files, npz; with
+``reader="returnn"`` a RETURNN checkpoint under growstage names and Keras layouts).  ``mode``:
+``exact`` (the shapes must match), ``subset`` (copy the overlap, block-wise with ``split``;
+the rest from ``fallback``), ``ifpossible`` (copy when the shapes match, else ``fallback``).
+Its config holds the path, the name and the options, never the values, so a model config that
+uses it stays small and reads the file again when rebuilt.  Keras runs initializers whenever a
+layer is built, loading a saved model included: the checkpoint must be readable then too (a missing
+file is an error naming it, never a silent fallback).
+
+Example::
+
+    >>> import keras, numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "old.npz")
+    >>> np.savez(path, **{"enc/kernel": np.ones((3, 2), "f4")})
+    >>> init = FromCheckpoint(path, "enc/kernel", mode="subset", fallback="zeros")
+    >>> d = keras.layers.Dense(4, kernel_initializer=init); d.build((None, 3))
+    >>> d.kernel.numpy()[0].tolist(), sorted(init.get_config())
+    ([1.0, 1.0, 0.0, 0.0], ['fallback', 'mode', 'name', 'path', 'reader', 'split'])
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from growstage.core.errors import GrowstageError, ShapeError, did_you_mean
+from growstage.core.resize import resize
+
+MODES = ("exact", "subset", "ifpossible")
+READERS = (None, "returnn")
+
+
+@keras.saving.register_keras_serializable(package="growstage")
+class FromCheckpoint(keras.initializers.Initializer):
+    """Initialise a variable with tensor ``name`` of the checkpoint at ``path``; see the module doc.
+
+    ``split``: per axis, the block sizes of the target shape for ``subset`` (e.g. ``[[n_in], [n, n, n, n]]``
+    for LSTM gates; default one block per axis).  ``fallback``: a Keras initializer (name or config).
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str, mode: str = "exact", *, reader: str | None = None,
+                 split: list | None = None, fallback: Any = "glorot_uniform"):
+        if mode not in MODES:
+            raise GrowstageError(f"FromCheckpoint mode {mode!r}{did_you_mean(str(mode), MODES)} "
+                                 f"(modes: {', '.join(MODES)})")
+        if reader not in READERS:
+            raise GrowstageError(f"FromCheckpoint reader {reader!r}: use None (growstage's formats) or 'returnn'")
+        self.path, self.name, self.mode, self.reader = os.fspath(path), str(name), mode, reader
+        self.split = [list(map(int, a)) for a in split] if split is not None else None
+        self.fallback = fallback
+        keras.initializers.get(fallback)  # a bad fallback fails here, not when a layer is built
+
+    def _read(self) -> np.ndarray:
+        from growstage.engine.sources import open_checkpoint
+
+        if self.reader == "returnn":
+            from growstage.interop.returnn.checkpoints import open_returnn
+
+            r = open_returnn(self.path)
+        else:
+            r = open_checkpoint(self.path)
+        with r:
+            return r.read(self.name)
+
+    def __call__(self, shape: Any, dtype: Any = None, **kwargs: Any) -> Any:
+        shape = tuple(int(d) for d in shape)
+        value = self._read()
+        dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
+        if value.shape != shape:
+            where = f"{self.name!r} of {self.path} has shape {value.shape}, the variable {shape}"
+            if self.mode == "exact":
+                raise ShapeError(f"FromCheckpoint: {where}; use mode='subset' or 'ifpossible'")
+            fresh = keras.ops.convert_to_numpy(keras.initializers.get(self.fallback)(shape, dtype))
+            if self.mode == "ifpossible":
+                return keras.ops.convert_to_tensor(fresh, dtype)
+            value = resize(value, shape, new_split=self.split, fill=fresh)
+        return keras.ops.convert_to_tensor(value.astype(dtype), dtype)
+
+    def get_config(self) -> dict:
+        return {"path": self.path, "name": self.name, "mode": self.mode, "reader": self.reader,
+                "split": self.split, "fallback": keras.initializers.serialize(keras.initializers.get(self.fallback))
+                if not isinstance(self.fallback, str) else self.fallback}
