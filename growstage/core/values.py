@@ -32,6 +32,13 @@ HEAD_DIM = "head_dim"    # size per head
 SPATIAL = "spatial"      # conv kernel window
 VOCAB = "vocab"          # embedding rows
 OTHER = "other"          # anything else (kept as a whole)
+# Consumer roles: the axis reads units of some layer, so function-preserving growth zeroes or divides
+# its new entries (adapters set them; core/growth.py reads nothing but roles).
+RECURRENT = "recurrent"            # a recurrent kernel's rows: this layer's own units, one step back
+INPUT_HEADS = "input_heads"        # an attention output projection's heads axis
+INPUT_HEAD_DIM = "input_head_dim"  # ... and its size-per-head axis
+QUERY_HEAD_DIM = "query_head_dim"  # a query's size per head: read by the scores, scaled by 1/sqrt(size)
+CONSUMER_ROLES = (INPUT, RECURRENT, INPUT_HEADS, INPUT_HEAD_DIM, QUERY_HEAD_DIM)
 
 
 @dataclass

@@ -113,7 +113,8 @@ def plan(
     ``fill_seed`` and ``fill_noise``); ``fills`` per target layer.
     ``custom_param_importer``: per target layer, a callable
     ``(layer, values, *, context)`` or a mode string.
-    ``rename``: ``{source_layer: target_layer}``.  ``ignore``: source layers or
+    ``rename``: ``{source_layer: target_layer}``; a list of targets copies one source
+    layer into each of them (depth by stacking, :mod:`growstage.core.stacking`).  ``ignore``: source layers or
     ``layer/param`` keys not to use.  ``ignore_missing``: target params without
     a source keep their init.  ``ignore_unused``: source params without a home
     are allowed.  ``allow_new_layers``: a target layer absent from the source
@@ -157,7 +158,7 @@ def plan_for(
     modes: Mapping[str, str] | None = None,
     fills: Mapping[str, Any] | None = None,
     custom_param_importer: Mapping[str, Callable | str] | None = None,
-    rename: Mapping[str, str] | None = None,
+    rename: Mapping[str, str | Iterable[str]] | None = None,
     ignore: Iterable[str] = (),
     ignore_missing: bool = False,
     ignore_unused: bool = False,
@@ -189,11 +190,17 @@ def plan_for(
                 unknown("target layer", name, targets, option)
     for name, f in fills.items():
         _check_fill(f, f"fills[{name!r}]")
-    for old, new in rename.items():
+    # one source layer may feed several targets (depth by stacking): rename={"b0": ["b0", "b2"]}
+    rename = {old: [new] if isinstance(new, str) else list(new) for old, new in rename.items()}
+    for old, news in rename.items():
         if old not in src.layers:
             unknown("source layer", old, src.layers, "rename")
-        if new not in targets:
-            unknown("target layer", new, targets, "rename")
+        for new in news:
+            if new not in targets:
+                unknown("target layer", new, targets, "rename")
+    fed = [new for news in rename.values() for new in news]
+    for new in sorted({n for n in fed if fed.count(n) > 1}):
+        problems.append(f"rename: target layer {new!r} is named by more than one source layer; give it one")
     src_keys = set(src.keys_flat())
     ignored_layers, ignored_keys = set(), set()
     for item in ignore:
@@ -213,11 +220,11 @@ def plan_for(
         else:
             problems.append(f"custom_param_importer[{name!r}] is a {type(c).__name__}; give a callable or a mode string")
 
-    inv_rename = {new: old for old, new in rename.items()}
+    inv_rename = {new: old for old, news in rename.items() for new in news}
 
     def source_layer_of(lname: str) -> str | None:
         s_name = inv_rename.get(lname, lname)
-        return None if s_name in rename and rename[s_name] != lname else s_name
+        return None if s_name in rename and lname not in rename[s_name] else s_name
 
     if custom_missing_load_func is not None:
         src = load_missing(src, targets, source_layer_of, custom_missing_load_func)
@@ -299,7 +306,7 @@ def plan_for(
             action, reason = _action_for_shapes(old_split, spec.split)
             if action == "padded" and lfill in PRESERVING:
                 problems.extend(_check_growth(lname, spec.name, lfill, old_split, spec.split))
-                if info.kind == "LayerNormalization" and lfill != "double":
+                if info.kind == "LayerNormalization" and lfill in ("preserve", "net2net"):
                     growth_notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {lfill!r} the old "
                                         "units' outputs change (mean and variance include the new units); "
                                         "fill='double' keeps them exactly")
@@ -352,4 +359,7 @@ def _check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> li
             elif n > o and fill == "double" and n != 2 * o:
                 out.append(f"{lname}/{pname}: fill 'double' needs each grown block exactly doubled; axis {axis} has "
                            f"a block {o} -> {n}; use fill='net2net' or 'preserve' for other factors")
+            elif n > o and fill in ("clone", "lemon") and n % o:
+                out.append(f"{lname}/{pname}: fill {fill!r} clones each unit n times, so a block must grow by a "
+                           f"whole factor; axis {axis} has a block {o} -> {n}; use fill='net2net' for others")
     return out

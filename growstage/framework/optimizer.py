@@ -7,7 +7,9 @@ holding one variable per trainable variable, with matching shapes (Adam's
 sliced or padded block-wise, new entries zero; under a function-preserving
 fill (net2net, double) a slot follows its param's growth map, scaled by
 ``scale`` (first moments) or ``scale**2`` (second moments).  The iteration
-count is kept.
+count is kept.  ``new_entries="zero"`` keeps only the entries that were there
+(at their scale) and zeroes every new one, including whole layers copied from
+another layer (depth by stacking).
 
 Example::
 
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from growstage.core.errors import GrowstageError
 from growstage.core.resize import resize
 from growstage.core.growth import for_row
 from growstage.framework.adapters.graph import describe
@@ -75,13 +78,17 @@ def ensure_built(model: Any) -> Any:
     return opt
 
 
-def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False) -> dict[str, int]:
+def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False,
+                             new_entries: str = "copy") -> dict[str, int]:
     """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan).
 
     Returns counts per outcome.  With ``reset=True``, or when the new stage
     uses another optimizer class, slots stay zero and the iteration count
-    starts over.
+    starts over.  ``new_entries``: ``copy`` (slots follow the growth map) or
+    ``zero`` (new entries start at zero; see the module doc).
     """
+    if new_entries not in ("copy", "zero"):
+        raise GrowstageError(f"new_entries must be 'copy' or 'zero', not {new_entries!r}")
     opt = ensure_built(model)
     counts = {"slots_written": 0, "slots_zero": 0}
     if reset or (state.get("class") and state["class"] != type(opt).__name__):
@@ -95,8 +102,11 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
             continue
         i = index[(row.layer, row.param)]
         src = None
+        moved = row.source is not None and row.source_layer != row.layer  # a copy of another layer
         if row.source is not None and row.action in ("copied", "sliced", "padded", "custom"):
             src = state["slots"].get(row.source_layer, {}).get(row.param)
+        if new_entries == "zero" and moved:
+            src = None
         # one map per param, for all its slot families
         gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.fills.get(row.layer), plan.fill_seed)
         for fam, vs in fams.items():
@@ -109,6 +119,10 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
                 new = old
             elif gm is not None:
                 new = gm.apply(old, fresh_value=None, power=slot_power(fam))
+                if new_entries == "zero":  # old entries sit at the start of each block; resize marks them
+                    kept = resize(np.ones(old.shape, bool), new.shape, old_split=row.old_split,
+                                  new_split=row.new_split, fill=False)
+                    new = np.where(kept, new, np.zeros((), new.dtype))
             else:
                 new = resize(old, tuple(var.shape), old_split=row.old_split, new_split=row.new_split, fill=0)
             var.assign(new.astype(np.dtype(var.dtype), copy=False))

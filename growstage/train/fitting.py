@@ -34,6 +34,7 @@ import keras
 
 from growstage.framework.variables import deferred_init
 from growstage.framework.optimizer import optimizer_state, transfer_optimizer_state
+from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
 from growstage.framework.traces import registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
 from growstage.core.errors import UnknownNameError
@@ -90,6 +91,7 @@ class _Run:
 
     mark: frozenset = frozenset()
     release_traces: bool = True
+    lr_shift: int = 0  # schedule step of the optimizer's iteration 0 (growth_lr)
 
     def build_deferred(self, stage: Stage) -> tuple[Any, Any]:
         """The stage's model with its initializers waiting: the transfer that follows overwrites most."""
@@ -135,7 +137,12 @@ class _Run:
             p.pending = pending
             report = apply(p)
             if opt_state is not None:
-                transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer)
+                grown = "copy" if exact else stage.optimizer_state
+                transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer or grown == "reset",
+                                         new_entries="zero" if grown == "zero" else "copy")
+                if not exact:
+                    self.lr_shift = at_growth(model.optimizer, stage.lr_at_growth, warmup_steps=stage.warmup_steps,
+                                              global_step=opt_state["iterations"] + self.lr_shift)
         return report
 
 
@@ -176,6 +183,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
                 run.prepare(model, current)
                 params, opt_state = split_checkpoint(snap)
                 run.transfer(params, opt_state, model, current, exact=True, pending=pending)
+                run.lr_shift = restore_lr(model.optimizer, snap.meta.get("lr_growth"))
             start, hist.resumed_from = done + 1, path
             run.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
     for epoch in range(start, epochs):
@@ -199,7 +207,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
         run.say(f"epoch {epoch + 1}/{epochs} stage {stage.index}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
         if checkpoint_dir:
             write_checkpoint(checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=keep,
-                             allow_auto_names=allow_auto_names)
+                             allow_auto_names=allow_auto_names, meta={"lr_growth": lr_settings(model.optimizer)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, logs)
     hist.model = model
