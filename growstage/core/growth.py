@@ -36,6 +36,11 @@ Example::
            [3., 4., 0., 0.],
            [0., 0., 1., 2.],
            [0., 0., 3., 4.]])
+    >>> GrowthMap.build([[2], [2]], [[4], [4]], consumer_axes=(0,), method="clone").apply(w, fresh_value=None)
+    array([[0.5, 1. , 0.5, 1. ],
+           [1.5, 2. , 1.5, 2. ],
+           [0.5, 1. , 0.5, 1. ],
+           [1.5, 2. , 1.5, 2. ]])
 """
 from __future__ import annotations
 

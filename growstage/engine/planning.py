@@ -190,17 +190,7 @@ def plan_for(
                 unknown("target layer", name, targets, option)
     for name, f in fills.items():
         _check_fill(f, f"fills[{name!r}]")
-    # one source layer may feed several targets (depth by stacking): rename={"b0": ["b0", "b2"]}
-    rename = {old: [new] if isinstance(new, str) else list(new) for old, new in rename.items()}
-    for old, news in rename.items():
-        if old not in src.layers:
-            unknown("source layer", old, src.layers, "rename")
-        for new in news:
-            if new not in targets:
-                unknown("target layer", new, targets, "rename")
-    fed = [new for news in rename.values() for new in news]
-    for new in sorted({n for n in fed if fed.count(n) > 1}):
-        problems.append(f"rename: target layer {new!r} is named by more than one source layer; give it one")
+    rename = _rename_lists(rename, src, targets, unknown, problems)
     src_keys = set(src.keys_flat())
     ignored_layers, ignored_keys = set(), set()
     for item in ignore:
@@ -332,6 +322,21 @@ def plan_for(
                                + growth_notes))
     return Plan(rows, src, targets, customs, {n: fills.get(n, fill) for n in targets}, notes,
                 fill_seed=int(fill_seed), fill_noise=float(fill_noise), on_nonfinite=on_nonfinite)
+
+
+def _rename_lists(rename: Mapping, src: Snapshot, targets: Mapping, unknown: Callable, problems: list[str]) -> dict:
+    """``{source layer: [target layers]}``: one source layer may feed several targets (depth by stacking)."""
+    out = {old: [new] if isinstance(new, str) else list(new) for old, new in rename.items()}
+    for old, news in out.items():
+        if old not in src.layers:
+            unknown("source layer", old, src.layers, "rename")
+        for new in news:
+            if new not in targets:
+                unknown("target layer", new, targets, "rename")
+    fed = [new for news in out.values() for new in news]
+    for new in sorted({n for n in fed if fed.count(n) > 1}):
+        problems.append(f"rename: target layer {new!r} is named by more than one source layer; give it one")
+    return out
 
 
 def _new_layer_row(targets: dict[str, LayerInfo], lname: str, spec: Any, fill: Any, new_layers: set[str],
