@@ -18,7 +18,7 @@ consumer axes each copy is divided by n.  ``lemon`` (LEMON's unequal split): as
 to 1 (seeded), so copies differ from the first step.  Under net2net, clone and
 lemon, ``noise`` adds paired noise on consumer axes that sums to zero over each
 unit's copies: it cancels on the duplicated inputs.  Which axis is a consumer
-comes from the param's roles alone (:data:`~growstage.core.values.CONSUMER_ROLES`,
+comes from the param's roles alone (:data:`~growstage.core.vocab.CONSUMER_ROLES`,
 set by the adapters).  Optimizer slots follow the same map: ``slot *
 scale**power`` (1 for first moments, 2 for second), fresh entries zero.
 numpy only.
@@ -51,9 +51,7 @@ import numpy as np
 
 from growstage.core.errors import ShapeError
 from growstage.core.resize import Split
-from growstage.core.values import CONSUMER_ROLES, QUERY_HEAD_DIM
-
-PRESERVING = ("preserve", "net2net", "double", "clone", "lemon")
+from growstage.core.vocab import CONSUMER_ROLES, PRESERVING, Role
 _COPYING = ("net2net", "clone", "lemon")  # duplicate old units, divide on consumer axes, may add noise
 
 
@@ -224,9 +222,9 @@ def query_factor(roles: Sequence[str] | None, old_split: Split, new_split: Split
     >>> query_factor(("input", "heads", "query_head_dim"), [[4], [2], [4]], [[4], [2], [16]])
     2.0
     """
-    if not roles or QUERY_HEAD_DIM not in roles:
+    if not roles or Role.QUERY_HEAD_DIM not in roles:
         return 1.0
-    axis = list(roles).index(QUERY_HEAD_DIM)
+    axis = list(roles).index(Role.QUERY_HEAD_DIM)
     return float(np.sqrt(sum(new_split[axis]) / sum(old_split[axis])))
 
 

@@ -16,29 +16,19 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from growstage.core.errors import GrowstageError, UnknownNameError
 from growstage.core.resize import Split, whole_split
+from growstage.core.vocab import Role
 
-# Axis roles (see DESIGN.md): what an axis of a param is tied to.
-UNITS = "units"          # this layer's own units
-INPUT = "input"          # the units of the layer(s) feeding this one
-GATES = "gates"          # gate blocks x own units (LSTM/GRU)
-HEADS = "heads"          # attention heads
-HEAD_DIM = "head_dim"    # size per head
-SPATIAL = "spatial"      # conv kernel window
-VOCAB = "vocab"          # embedding rows
-OTHER = "other"          # anything else (kept as a whole)
-# Consumer roles: the axis reads units of some layer, so function-preserving growth zeroes or divides
-# its new entries (adapters set them; core/growth.py reads nothing but roles).
-RECURRENT = "recurrent"            # a recurrent kernel's rows: this layer's own units, one step back
-INPUT_HEADS = "input_heads"        # an attention output projection's heads axis
-INPUT_HEAD_DIM = "input_head_dim"  # ... and its size-per-head axis
-QUERY_HEAD_DIM = "query_head_dim"  # a query's size per head: read by the scores, scaled by 1/sqrt(size)
-CONSUMER_ROLES = (INPUT, RECURRENT, INPUT_HEADS, INPUT_HEAD_DIM, QUERY_HEAD_DIM)
+# Axis roles (see DESIGN.md and :class:`~growstage.core.vocab.Role`), also importable from here.
+UNITS, INPUT, GATES, HEADS = Role.UNITS, Role.INPUT, Role.GATES, Role.HEADS
+HEAD_DIM, SPATIAL, VOCAB, OTHER = Role.HEAD_DIM, Role.SPATIAL, Role.VOCAB, Role.OTHER
+RECURRENT, INPUT_HEADS, INPUT_HEAD_DIM = Role.RECURRENT, Role.INPUT_HEADS, Role.INPUT_HEAD_DIM
+QUERY_HEAD_DIM = Role.QUERY_HEAD_DIM
 
 
 @dataclass
@@ -76,9 +66,6 @@ class Param:
             return v.read()
         return np.asarray(v)
 
-    def split_or_whole(self) -> Split:
-        return self.split if self.split is not None else whole_split(self.shape)
-
 
 @dataclass
 class Snapshot(Mapping):
@@ -90,6 +77,8 @@ class Snapshot(Mapping):
     layers: dict[str, dict[str, Param]]
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    path: str | None = None  # the file it reads from, if any
+    closer: Callable[[], None] | None = field(default=None, repr=False, compare=False)  # releases that file
 
     def __getitem__(self, layer: str) -> dict[str, Param]:
         try:
@@ -121,9 +110,8 @@ class Snapshot(Mapping):
 
     def close(self) -> None:
         """Release a backing file, if any."""
-        closer = self.meta.get("_close")
-        if callable(closer):
-            closer()
+        if self.closer is not None:
+            self.closer()
 
     def __enter__(self) -> "Snapshot":
         return self

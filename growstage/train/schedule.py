@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from growstage.core.errors import GrowstageError, did_you_mean
+from growstage.engine.options import TransferOptions
 
 Repetitions = int | Sequence[int] | Mapping[Any, int]
 _STAGE_KEYS = ("mode", "fill", "learning_rate", "frozen", "custom_param_importer", "repetitions",
@@ -60,6 +61,15 @@ class Stage:
     lr_at_growth: str = "keep"
     warmup_steps: int = 0
     optimizer_state: str = "copy"
+
+    def transfer_options(self, **extra: Any) -> TransferOptions:
+        """This stage's options for the transfer into its model (``extra``: what fit adds)."""
+        try:
+            return TransferOptions.from_kwargs(mode=self.mode, fill=self.fill,
+                                               custom_param_importer=self.custom_param_importer or {},
+                                               **{**self.options, **extra})
+        except GrowstageError as e:
+            raise GrowstageError(f"stage {self.index}: {e}") from None
 
     def spec_key(self) -> str:
         """A normalised form of the spec, to tell real architecture changes from equal specs."""
@@ -150,6 +160,7 @@ class Schedule:
         options = {**self.options, **opts.pop("options", {})}
         stage = Stage(idx, spec, reps, options=options, **opts)
         check_growth_options(stage.lr_at_growth, stage.warmup_steps, stage.optimizer_state, f"stage {idx}")
+        stage.transfer_options()  # a bad option fails when the stage is made, not at its boundary
         return stage
 
     def stage(self, idx: int) -> Stage | None:
@@ -179,9 +190,6 @@ class Schedule:
                 return st
             start += st.repetitions
             idx += 1
-
-    def first_epoch(self, stage: Stage) -> int:
-        return sum(self.stage(i).repetitions for i in range(stage.index))
 
 
 def stack(hidden: Sequence[str], output: str = "output", input: str = "data") -> dict[str, dict]:
