@@ -183,7 +183,7 @@ class Planner:
             if info.kind == "LayerNormalization" and fill in (Fill.PRESERVE, Fill.NET2NET):
                 self.notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
                                   "old units' outputs change (mean and variance include the new units); "
-                                  "fill='double' keeps them exactly")
+                                  "fill='double', 'clone' or 'lemon' keeps them exactly")
         self.rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
                                  fill=fill_label(fill) if action == Action.PADDED else None, split_derived=derived,
                                  **base))
