@@ -38,10 +38,11 @@ _LAZY = {
     "keras_lstm_to_tf1": "interop.lstm_layouts", "tf1_lstm_to_keras": "interop.lstm_layouts",
     "Schedule": "train.schedule", "Stage": "train.schedule", "layerwise": "train.layerwise",
     "stack": "train.layerwise", "returnn_pretrain": "train.pretrain", "GrowingHistory": "train.fitting", "fit": "train.fitting",
+    "stack_rename": "core.stacking", "GrowthLR": "train.growth_lr",
 }
 # the layer packages, reachable as attributes without an import
 _SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools", "returnn",
-                "initializers")
+                "initializers", "lm")
 
 __version__ = "0.1.0"
 

@@ -10,9 +10,18 @@ ones (seeded, the same choice wherever a block of that size grows, so a
 producer and its consumers agree); on consumer axes each copy is divided by
 its copy count.  ``double``: every grown block exactly doubles; when a param
 doubles both a consumer axis and an own axis it becomes block-diagonal,
-otherwise copies on consumer axes are halved.  Optimizer slots follow the
-same map: ``slot * scale**power`` (1 for first moments, 2 for second), fresh
-entries zero.  numpy only.
+otherwise copies on consumer axes are halved.  ``clone`` (HyperCloning):
+every block grows n-fold, new position j copies old position j mod o, so each
+unit has exactly n copies (a LayerNorm over cloned units is unchanged); on
+consumer axes each copy is divided by n.  ``lemon`` (LEMON's unequal split): as
+``clone``, but a unit's copies on a consumer axis get unequal shares that sum
+to 1 (seeded), so copies differ from the first step.  Under net2net, clone and
+lemon, ``noise`` adds paired noise on consumer axes that sums to zero over each
+unit's copies: it cancels on the duplicated inputs.  Which axis is a consumer
+comes from the param's roles alone (:data:`~growstage.core.vocab.CONSUMER_ROLES`,
+set by the adapters).  Optimizer slots follow the same map: ``slot *
+scale**power`` (1 for first moments, 2 for second), fresh entries zero.
+numpy only.
 
 Example::
 
@@ -27,6 +36,11 @@ Example::
            [3., 4., 0., 0.],
            [0., 0., 1., 2.],
            [0., 0., 3., 4.]])
+    >>> GrowthMap.build([[2], [2]], [[4], [4]], consumer_axes=(0,), method="clone").apply(w, fresh_value=None)
+    array([[0.5, 1. , 0.5, 1. ],
+           [1.5, 2. , 1.5, 2. ],
+           [0.5, 1. , 0.5, 1. ],
+           [1.5, 2. , 1.5, 2. ]])
 """
 from __future__ import annotations
 
@@ -37,18 +51,20 @@ import numpy as np
 
 from growstage.core.errors import ShapeError
 from growstage.core.resize import Split
-
-PRESERVING = ("preserve", "net2net", "double")
+from growstage.core.vocab import CONSUMER_ROLES, PRESERVING, Role
+_COPYING = ("net2net", "clone", "lemon")  # duplicate old units, divide on consumer axes, may add noise
 
 
 @dataclass
 class AxisMap:
-    """For each new position: the old position it copies (-1: fresh), its copy count and (double) its half."""
+    """For each new position: the old position it copies (-1: fresh), its copy count, (double) its half,
+    and its share of the old unit on a consumer axis (1/count, unequal under lemon)."""
 
     index: np.ndarray
     count: np.ndarray
     half: np.ndarray
     grew: bool
+    share: np.ndarray | None = None
 
 
 def _block(o: int, n: int, method: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +78,8 @@ def _block(o: int, n: int, method: str, seed: int) -> tuple[np.ndarray, np.ndarr
         if n != 2 * o:
             raise ShapeError(f"fill 'double' needs every grown block exactly doubled; a block grows {o} -> {n}")
         return np.concatenate([np.arange(o), np.arange(o)]), np.repeat([0, 1], o)
+    if method in ("clone", "lemon"):
+        return np.arange(n) % o, np.zeros(n, np.int64)
     rng = np.random.default_rng([seed, o, n])
     return np.concatenate([np.arange(o), rng.integers(0, o, n - o)]), np.zeros(n, np.int64)
 
@@ -79,8 +97,23 @@ def axis_map(old_blocks: Sequence[int], new_blocks: Sequence[int], method: str, 
         half.append(h)
         counts.append(c)
         o_off += o
-    return AxisMap(np.concatenate(idx), np.concatenate(counts), np.concatenate(half),
-                   any(n > o for o, n in zip(old_blocks, new_blocks)))
+    index, count = np.concatenate(idx), np.concatenate(counts)
+    return AxisMap(index, count, np.concatenate(half), any(n > o for o, n in zip(old_blocks, new_blocks)),
+                   _shares(index, count, method, seed))
+
+
+def _shares(index: np.ndarray, count: np.ndarray, method: str, seed: int) -> np.ndarray:
+    share = 1.0 / count.astype(np.float64)
+    if method != "lemon":
+        return share
+    # unequal shares in [0.5, 1.5] / count, normalised so a unit's copies still sum to the old unit
+    w = np.random.default_rng([seed, len(index), 13]).uniform(0.5, 1.5, len(index))
+    w[count <= 1] = 1.0
+    total = np.zeros(int(index.max()) + 1 if len(index) else 0)
+    mapped = index >= 0
+    np.add.at(total, index[mapped], w[mapped])
+    share[mapped] = w[mapped] / total[index[mapped]]
+    return share
 
 
 def _along(vec: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -119,9 +152,9 @@ class GrowthMap:
             halves = [_along(a.half, i, nd) for i, a in enumerate(self.axes) if a.grew]
             for h in halves[1:]:
                 zero = zero | (h != halves[0])
-        elif self.method in ("net2net", "double"):
+        elif self.method in _COPYING + ("double",):
             for i in grown_cons:
-                scale = scale / _along(self.axes[i].count.astype(np.float64), i, nd)
+                scale = scale * _along(self.axes[i].share, i, nd)
         return scale * self.factor, zero
 
     def fresh_mask(self) -> tuple[np.ndarray, np.ndarray]:
@@ -139,15 +172,15 @@ class GrowthMap:
     def apply(self, old: np.ndarray, *, fresh_value: np.ndarray | None, power: int = 1,
               noise: float = 0.0, seed: int = 0) -> np.ndarray:
         """The new value.  Fresh entries: ``fresh_value`` (the target's init; None for zeros) or zero on
-        consumer axes.  ``power`` scales optimizer slots by ``scale**power``; ``noise`` (net2net) splits
-        each divided row among its copies unequally, keeping their sum."""
+        consumer axes.  ``power`` scales optimizer slots by ``scale**power``; ``noise`` (net2net, clone,
+        lemon) splits each divided row among its copies unequally, keeping their sum."""
         old = np.asarray(old)
         idx = [np.where(a.index >= 0, a.index, 0) for a in self.axes]
         out = old[np.ix_(*idx)] if old.ndim else old.copy()
         scale, zero = self._scale_and_mask()
         if np.any(scale != 1.0):
             out = (out * scale ** power).astype(old.dtype, copy=False)
-        if noise and power == 1 and self.method == "net2net":
+        if noise and power == 1 and self.method in _COPYING:
             out = self._split_noise(out, noise, seed)
         any_fresh, cons_fresh = self.fresh_mask()
         if fresh_value is None or power != 1:
@@ -173,32 +206,25 @@ class GrowthMap:
         return (out + np.moveaxis(moved, 0, axis)).astype(out.dtype, copy=False)
 
 
-def consumer_axes(param: str, roles: Sequence[str] | None) -> tuple[int, ...]:
-    """The axes of a param that read units of some layer (its own previous step included).
+def consumer_axes(roles: Sequence[str] | None) -> tuple[int, ...]:
+    """The axes of a param that read units of some layer (its own previous step included): those whose
+    role is one of :data:`~growstage.core.values.CONSUMER_ROLES`.
 
-    >>> consumer_axes("cell/recurrent_kernel", ("units", "gates")), consumer_axes("kernel", ("input", "units"))
-    ((0,), (0,))
+    >>> consumer_axes(("recurrent", "gates")), consumer_axes(("input", "units")), consumer_axes(None)
+    ((0,), (0,), ())
     """
-    roles = tuple(roles or ())
-    axes = {i for i, r in enumerate(roles) if r == "input"}
-    if param.endswith("recurrent_kernel") and roles:
-        axes.add(0)
-    if param.endswith("attention_output/kernel"):
-        axes |= {i for i, r in enumerate(roles) if r in ("heads", "head_dim")}
-    if param.split("/")[-2:-1] == ["query"]:
-        axes |= {i for i, r in enumerate(roles) if r == "head_dim"}
-    return tuple(sorted(axes))
+    return tuple(i for i, r in enumerate(roles or ()) if r in CONSUMER_ROLES)
 
 
-def query_factor(param: str, roles: Sequence[str] | None, old_split: Split, new_split: Split) -> float:
+def query_factor(roles: Sequence[str] | None, old_split: Split, new_split: Split) -> float:
     """Attention scales queries by 1/sqrt(head size); a grown head size is undone on the query's old entries.
 
-    >>> query_factor("att/query/kernel", ("input", "heads", "head_dim"), [[4], [2], [4]], [[4], [2], [16]])
+    >>> query_factor(("input", "heads", "query_head_dim"), [[4], [2], [4]], [[4], [2], [16]])
     2.0
     """
-    if param.split("/")[-2:-1] != ["query"] or not roles or "head_dim" not in roles:
+    if not roles or Role.QUERY_HEAD_DIM not in roles:
         return 1.0
-    axis = list(roles).index("head_dim")
+    axis = list(roles).index(Role.QUERY_HEAD_DIM)
     return float(np.sqrt(sum(new_split[axis]) / sum(old_split[axis])))
 
 
@@ -206,5 +232,5 @@ def for_row(row, roles: Sequence[str] | None, fill, seed: int = 0) -> GrowthMap 
     """The map of a padded plan row under a function-preserving ``fill``; None for the plain fills."""
     if row.action != "padded" or not (isinstance(fill, str) and fill in PRESERVING):
         return None
-    return GrowthMap.build(row.old_split, row.new_split, consumer_axes=consumer_axes(row.param, roles),
-                           method=fill, seed=seed, factor=query_factor(row.param, roles, row.old_split, row.new_split))
+    return GrowthMap.build(row.old_split, row.new_split, consumer_axes=consumer_axes(roles),
+                           method=fill, seed=seed, factor=query_factor(roles, row.old_split, row.new_split))

@@ -27,6 +27,8 @@ from growstage.core.vocab import Role
 # Axis roles (see DESIGN.md and :class:`~growstage.core.vocab.Role`), also importable from here.
 UNITS, INPUT, GATES, HEADS = Role.UNITS, Role.INPUT, Role.GATES, Role.HEADS
 HEAD_DIM, SPATIAL, VOCAB, OTHER = Role.HEAD_DIM, Role.SPATIAL, Role.VOCAB, Role.OTHER
+RECURRENT, INPUT_HEADS, INPUT_HEAD_DIM = Role.RECURRENT, Role.INPUT_HEADS, Role.INPUT_HEAD_DIM
+QUERY_HEAD_DIM = Role.QUERY_HEAD_DIM
 
 
 @dataclass

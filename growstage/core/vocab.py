@@ -51,9 +51,11 @@ class Fill(StrEnum):
     PRESERVE = "preserve"
     NET2NET = "net2net"
     DOUBLE = "double"
+    CLONE = "clone"
+    LEMON = "lemon"
 
 
-PRESERVING: tuple[Fill, ...] = (Fill.PRESERVE, Fill.NET2NET, Fill.DOUBLE)
+PRESERVING: tuple[Fill, ...] = (Fill.PRESERVE, Fill.NET2NET, Fill.DOUBLE, Fill.CLONE, Fill.LEMON)
 
 
 class Role(StrEnum):
@@ -67,3 +69,13 @@ class Role(StrEnum):
     SPATIAL = "spatial"      # conv kernel window
     VOCAB = "vocab"          # embedding rows
     OTHER = "other"          # anything else (kept as a whole)
+    # Consumer roles: the axis reads units of some layer, so function-preserving growth zeroes or
+    # divides its new entries (adapters set them; core/growth.py reads nothing but roles).
+    RECURRENT = "recurrent"            # a recurrent kernel's rows: this layer's own units, one step back
+    INPUT_HEADS = "input_heads"        # an attention output projection's heads axis
+    INPUT_HEAD_DIM = "input_head_dim"  # ... and its size-per-head axis
+    QUERY_HEAD_DIM = "query_head_dim"  # a query's size per head: read by the scores, scaled by 1/sqrt(size)
+
+
+CONSUMER_ROLES: tuple[Role, ...] = (Role.INPUT, Role.RECURRENT, Role.INPUT_HEADS, Role.INPUT_HEAD_DIM,
+                                    Role.QUERY_HEAD_DIM)

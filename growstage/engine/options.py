@@ -36,7 +36,7 @@ class TransferOptions:
     modes: Mapping[str, str] = field(default_factory=dict)
     fills: Mapping[str, Any] = field(default_factory=dict)
     custom_param_importer: Mapping[str, Callable | str] = field(default_factory=dict)
-    rename: Mapping[str, str] = field(default_factory=dict)
+    rename: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)  # a tuple: one source, many targets
     ignore: tuple[str, ...] = ()
     only: tuple[str, ...] | None = None  # target layers to load; None: all
     ignore_missing: bool = False
@@ -149,9 +149,11 @@ def _importer(key: str, value: Any) -> Any:
                          "give a callable (layer, values, *, context) or a mode string")
 
 
-def _name_value(key: str, value: Any) -> str:
+def _name_value(key: str, value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)  # one source layer copied into several targets (depth by stacking)
     if not isinstance(value, str):
-        raise GrowstageError(f"rename[{key!r}] must be a layer name (str), not {value!r}")
+        raise GrowstageError(f"rename[{key!r}] must be a layer name (str) or a non-empty list of them, not {value!r}")
     return value
 
 

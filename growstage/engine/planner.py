@@ -58,7 +58,8 @@ class Planner:
         self.src_keys = set(src.keys_flat())
         self.ignored_layers = {i for i in opts.ignore if i in src.layers}
         self.ignored_keys = {i for i in opts.ignore if i not in src.layers and i in self.src_keys}
-        self.inv_rename = {new: old for old, new in opts.rename.items()}
+        self.rename = {old: (new,) if isinstance(new, str) else tuple(new) for old, new in opts.rename.items()}
+        self.inv_rename = {new: old for old, news in self.rename.items() for new in news}
         self.only = set(opts.only) if opts.only is not None else None
         self.starts: dict = {}  # new layer -> (action, reason), decided once per layer
         self.new_layers: set[str] = set()
@@ -73,11 +74,15 @@ class Planner:
             for name in mapping:
                 if name not in self.targets:
                     self.unknown("target layer", name, self.targets, option)
-        for old, new in o.rename.items():
+        for old, news in self.rename.items():
             if old not in self.src.layers:
                 self.unknown("source layer", old, self.src.layers, "rename")
-            if new not in self.targets:
-                self.unknown("target layer", new, self.targets, "rename")
+            for new in news:
+                if new not in self.targets:
+                    self.unknown("target layer", new, self.targets, "rename")
+        fed = [new for news in self.rename.values() for new in news]
+        for new in sorted({n for n in fed if fed.count(n) > 1}):
+            self.problems.append(f"rename: target layer {new!r} is named by more than one source layer; give it one")
         for item in o.ignore:
             if item not in self.src.layers and item not in self.src_keys:
                 self.unknown("source layer or param", item, list(self.src.layers) + sorted(self.src_keys), "ignore")
@@ -90,7 +95,7 @@ class Planner:
     def source_layer_of(self, lname: str) -> str | None:
         """The source layer feeding target ``lname``; None when that name was renamed away to another target."""
         s_name = self.inv_rename.get(lname, lname)
-        return None if s_name in self.opts.rename and self.opts.rename[s_name] != lname else s_name
+        return None if s_name in self.rename and lname not in self.rename[s_name] else s_name
 
     def prepare(self) -> None:
         if self.opts.custom_missing_load_func is not None:
@@ -189,10 +194,10 @@ class Planner:
         action, reason = action_for_shapes(old_split, spec.split)
         if action == Action.PADDED and is_preserving(fill):
             self.problems.extend(check_growth(lname, spec.name, fill, old_split, spec.split))
-            if info.kind == "LayerNormalization" and fill != Fill.DOUBLE:
+            if info.kind == "LayerNormalization" and fill in (Fill.PRESERVE, Fill.NET2NET):
                 self.notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
                                   "old units' outputs change (mean and variance include the new units); "
-                                  "fill='double' keeps them exactly")
+                                  "fill='double', 'clone' or 'lemon' keeps them exactly")
         self.rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
                                  fill=fill_label(fill) if action == Action.PADDED else None, split_derived=derived,
                                  **base))
@@ -255,4 +260,7 @@ def check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> lis
             elif n > o and fill == Fill.DOUBLE and n != 2 * o:
                 out.append(f"{lname}/{pname}: fill 'double' needs each grown block exactly doubled; axis {axis} has "
                            f"a block {o} -> {n}; use fill='net2net' or 'preserve' for other factors")
+            elif n > o and fill in (Fill.CLONE, Fill.LEMON) and n % o:
+                out.append(f"{lname}/{pname}: fill {fill_label(fill)!r} clones each unit n times, so a block must grow "
+                           f"by a whole factor; axis {axis} has a block {o} -> {n}; use fill='net2net' for others")
     return out

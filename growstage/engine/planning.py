@@ -78,11 +78,12 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
     ``copy_param_mode``); ``modes`` overrides it per target layer.
     ``fill``: what padded entries hold: ``init`` (the target's fresh init),
     ``zeros``, a number or a callable, or a function-preserving fill
-    (``preserve``, ``net2net``, ``double``: see :mod:`growstage.core.growth`, with
+    (``preserve``, ``net2net``, ``double``, ``clone``, ``lemon``: see :mod:`growstage.core.growth`, with
     ``fill_seed`` and ``fill_noise``); ``fills`` per target layer.
     ``custom_param_importer``: per target layer, a callable
     ``(layer, values, *, context)`` or a mode string.
-    ``rename``: ``{source_layer: target_layer}``.  ``ignore``: source layers or
+    ``rename``: ``{source_layer: target_layer}``; a list of targets copies one source
+    layer into each of them (depth by stacking, :mod:`growstage.core.stacking`).  ``ignore``: source layers or
     ``layer/param`` keys not to use (a target layer whose source is ignored keeps its
     values).  ``only``: the target layers to load; every other target layer keeps its
     values and every source layer feeding none of them is reported ``ignored``.  ``ignore_missing``: target params without

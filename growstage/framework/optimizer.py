@@ -7,7 +7,9 @@ holding one variable per trainable variable, with matching shapes (Adam's
 sliced or padded block-wise, new entries zero; under a function-preserving
 fill (net2net, double) a slot follows its param's growth map, scaled by
 ``scale`` (first moments) or ``scale**2`` (second moments).  The iteration
-count is kept.
+count is kept.  ``new_entries="zero"`` keeps only the entries that were there
+(at their scale) and zeroes every new one, including whole layers copied from
+another layer (depth by stacking).
 
 Example::
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from growstage.core.resize import resize
 from growstage.core.growth import for_row
-from growstage.core.errors import GrowstageError
+from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Action
 from growstage.framework.adapters.graph import describe
 from growstage.framework.variables import UndoLog, read_variable
@@ -80,13 +82,19 @@ def ensure_built(model: Any) -> Any:
     return opt
 
 
-def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False) -> dict[str, int]:
+def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False,
+                             new_entries: str = "copy") -> dict[str, int]:
     """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan); all or nothing.
 
     Returns counts per outcome.  With ``reset=True``, or when the new stage
     uses another optimizer class, slots stay zero and the iteration count
-    starts over.
+    starts over.  ``new_entries``: ``copy`` (slots follow the growth map) or
+    ``zero`` (entries that were there keep their slot at their scale; new
+    positions, and whole layers copied from another layer, start at zero).
     """
+    if new_entries not in ("copy", "zero"):
+        raise GrowstageError(f"new_entries must be 'copy' or 'zero', not {new_entries!r}"
+                             f"{did_you_mean(str(new_entries), ('copy', 'zero'))}")
     opt = ensure_built(model)
     counts = {"slots_written": 0, "slots_zero": 0}
     if reset or (state.get("class") and state["class"] != type(opt).__name__):
@@ -94,14 +102,15 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
     undo = UndoLog()
     try:
         undo.write(opt.iterations, np.asarray(state["iterations"], np.dtype(opt.iterations.dtype)), "iterations")
-        for var, value, label in _slot_values(state, plan, opt, counts):
+        for var, value, label in _slot_values(state, plan, opt, counts, new_entries):
             undo.write(var, value, label)
     except BaseException as e:
         undo.fail(e, "optimizer state transfer failed")
     return counts
 
 
-def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int]) -> Iterator[tuple[Any, np.ndarray, str]]:
+def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
+                 new_entries: str = "copy") -> Iterator[tuple[Any, np.ndarray, str]]:
     """``(slot variable, new value, label)`` for every slot whose param has a source."""
     fams = _slot_families(opt)
     keys = _param_keys(plan.targets)  # the plan already described this model
@@ -113,6 +122,8 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int]) -> It
         src = None
         if row.source is not None and row.action in _CARRIED:
             src = state["slots"].get(row.source_layer, {}).get(row.param)
+        if new_entries == "zero" and row.source is not None and row.source_layer != row.layer:
+            src = None  # a copy of another layer (depth by stacking): all of it is new
         # one map per param, for all its slot families
         gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.options.fill_for(row.layer),
                      plan.options.fill_seed)
@@ -126,19 +137,25 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int]) -> It
                 new = old
             elif gm is not None:
                 new = gm.apply(old, fresh_value=None, power=slot_power(fam))
+                if new_entries == "zero":  # old entries sit at the start of each block; resize marks them
+                    kept = resize(np.ones(old.shape, bool), new.shape, old_split=row.old_split,
+                                  new_split=row.new_split, fill=False)
+                    new = np.where(kept, new, np.zeros((), new.dtype))
             else:
                 new = resize(old, tuple(var.shape), old_split=row.old_split, new_split=row.new_split, fill=0)
             counts["slots_written"] += 1
             yield var, new.astype(np.dtype(var.dtype), copy=False), f"{row.target}:{fam}"
 
 
-def transfer_optimizer(source: Any, model: Any, report: Any, *, reset: bool = False) -> dict[str, int]:
+def transfer_optimizer(source: Any, model: Any, report: Any, *, reset: bool = False,
+                       new_entries: str = "copy") -> dict[str, int]:
     """Carry optimizer state across a manual rebuild, as :func:`growstage.fit` does at a stage boundary.
 
     ``source``: the old model (its optimizer built) or ``optimizer_state(old_model)``; ``model``: the
     new, compiled model; ``report``: what :func:`~growstage.transfer` or :func:`~growstage.rebuild`
     returned for the params (slots follow the same plan: copied, sliced, padded with zeros, or
-    mapped like their param under a function-preserving fill).  Returns counts per outcome.
+    mapped like their param under a function-preserving fill; ``new_entries="zero"``: new entries
+    start at zero instead).  Returns counts per outcome.
 
     Example::
 
@@ -157,4 +174,4 @@ def transfer_optimizer(source: Any, model: Any, report: Any, *, reset: bool = Fa
         raise GrowstageError("report: pass the Report that transfer() or rebuild() returned for this model "
                              f"(got {type(report).__name__})")
     state = source if isinstance(source, dict) else optimizer_state(source)
-    return transfer_optimizer_state(state, plan, model, reset=reset)
+    return transfer_optimizer_state(state, plan, model, reset=reset, new_entries=new_entries)

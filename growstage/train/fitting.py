@@ -36,6 +36,7 @@ from growstage.framework.variables import deferred_init
 from growstage.core.vocab import Mode
 from growstage.engine.options import TransferOptions
 from growstage.framework.optimizer import optimizer_state, transfer_optimizer
+from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
 from growstage.framework.traces import registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
 from growstage.core.errors import UnknownNameError
@@ -92,6 +93,7 @@ class _Run:
 
     mark: frozenset = frozenset()
     release_traces: bool = True
+    lr_shift: int = 0  # schedule step of the optimizer's iteration 0 (growth_lr)
 
     def build_deferred(self, stage: Stage) -> tuple[Any, Any]:
         """The stage's model with its initializers waiting: the transfer that follows overwrites most."""
@@ -135,7 +137,12 @@ class _Run:
             p.pending = pending
             report = apply(p)
             if opt_state is not None:
-                transfer_optimizer(opt_state, model, report, reset=self.reset_optimizer)
+                grown = "copy" if exact else stage.optimizer_state
+                transfer_optimizer(opt_state, model, report, reset=self.reset_optimizer or grown == "reset",
+                                   new_entries="zero" if grown == "zero" else "copy")
+                if not exact:
+                    self.lr_shift = at_growth(model.optimizer, stage.lr_at_growth, warmup_steps=stage.warmup_steps,
+                                              global_step=opt_state["iterations"] + self.lr_shift)
         return report
 
     def resume(self, checkpoint_dir: str, hist: "GrowingHistory") -> tuple[Any, Stage | None, int]:
@@ -151,6 +158,7 @@ class _Run:
             self.prepare(model, current)
             params, opt_state = split_checkpoint(snap)
             self.transfer(params, opt_state, model, current, exact=True, pending=pending)
+            self.lr_shift = restore_lr(model.optimizer, snap.meta.get("lr_growth"))
         hist.resumed_from = path
         hist.epochs = [dict(e) for e in snap.meta.get("history", [])]  # the epochs before the resume
         self.say(f"resumed from {path}: epochs 0..{done} done (stage {current.index}); next: epoch {done + 1}")
@@ -216,7 +224,8 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
                 + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
         if checkpoint_dir:
             write_checkpoint(checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=keep,
-                             allow_auto_names=allow_auto_names, meta={"history": hist.epochs})
+                             allow_auto_names=allow_auto_names,
+                             meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, logs)
     hist.model = model

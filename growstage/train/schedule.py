@@ -18,15 +18,33 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from growstage.core.errors import GrowstageError
+from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.engine.options import TransferOptions
 from growstage.train.layerwise import layerwise, stack  # noqa: F401  (their home before the split)
 from growstage.train.pretrain import split_net_options
 
 # the per-stage options a stage dict may give beside its "spec"
-STAGE_KEYS = ("mode", "fill", "learning_rate", "frozen", "custom_param_importer", "repetitions")
+STAGE_KEYS = ("mode", "fill", "learning_rate", "frozen", "custom_param_importer", "repetitions",
+              "lr_at_growth", "warmup_steps", "optimizer_state")
+_GROWTH_KEYS = STAGE_KEYS[-3:]
 
 Repetitions = int | Sequence[int] | Mapping[Any, int]
+LR_AT_GROWTH = ("keep", "rewarm", "rewind")
+OPTIMIZER_STATE = ("copy", "zero", "reset")
+
+
+def check_growth_options(lr_at_growth: str, warmup_steps: int, optimizer_state: str, where: str = "stage") -> None:
+    """Raise a :class:`GrowstageError` naming a bad growth option and the closest good one."""
+    if lr_at_growth not in LR_AT_GROWTH:
+        raise GrowstageError(f"{where}: unknown lr_at_growth {lr_at_growth!r}{did_you_mean(lr_at_growth, LR_AT_GROWTH)}"
+                             f" (choose from {', '.join(LR_AT_GROWTH)})")
+    if optimizer_state not in OPTIMIZER_STATE:
+        raise GrowstageError(f"{where}: unknown optimizer_state {optimizer_state!r}"
+                             f"{did_you_mean(optimizer_state, OPTIMIZER_STATE)} (choose from {', '.join(OPTIMIZER_STATE)})")
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise GrowstageError(f"{where}: warmup_steps must be an int >= 0, not {warmup_steps!r}")
+    if lr_at_growth == "rewarm" and warmup_steps == 0:
+        raise GrowstageError(f"{where}: lr_at_growth='rewarm' needs warmup_steps > 0")
 
 
 @dataclass
@@ -42,6 +60,10 @@ class Stage:
     learning_rate: float | None = None
     frozen: tuple[str, ...] = ()
     options: dict = field(default_factory=dict)
+    # at the growth into this stage (see growstage.train.growth_lr)
+    lr_at_growth: str = "keep"
+    warmup_steps: int = 0
+    optimizer_state: str = "copy"
 
     def transfer_options(self, **extra: Any) -> TransferOptions:
         """This stage's options for the transfer into its model (``extra``: what fit adds)."""
@@ -93,7 +115,10 @@ class Schedule:
     options) or from ``stage_fn(idx, prev_spec) -> spec | None``, called
     lazily one stage at a time; ``None`` ends the schedule.  The last stage
     trains for every epoch after the others.  Per-stage options default to
-    the schedule-wide ``mode``, ``fill``, ``learning_rate``, ``frozen``.  A
+    the schedule-wide ``mode``, ``fill``, ``learning_rate``, ``frozen``, and
+    what happens at the growth into a stage: ``lr_at_growth`` (``keep``,
+    ``rewarm`` with ``warmup_steps``, ``rewind``) and ``optimizer_state``
+    (``copy``, ``zero``, ``reset``), see :mod:`growstage.train.growth_lr`.  A
     stage dict without ``spec`` is all architecture, so an option name in it
     is an error.  RETURNN's ``#copy_param_mode``, ``#repetition`` and
     ``#config`` (learning rate) keys at the top of a network-dict spec are
@@ -116,6 +141,7 @@ class Schedule:
         self._done = False
         self.repetitions = repetitions
         self.defaults = dict(mode=mode, fill=fill, learning_rate=learning_rate, frozen=tuple(frozen))
+        self.defaults.update({k: options.pop(k) for k in _GROWTH_KEYS if k in options})
         self.options = options
         self.max_stages = max_stages
 
@@ -152,6 +178,7 @@ class Schedule:
             reps = repetitions_for(self.repetitions, idx, is_final)
         opts["frozen"] = tuple(opts.get("frozen") or ())
         stage = Stage(idx, spec, reps, options={**self.options, **extra}, **opts)
+        check_growth_options(stage.lr_at_growth, stage.warmup_steps, stage.optimizer_state, f"stage {idx}")
         stage.transfer_options()  # a bad option fails when the stage is made, not at its boundary
         return stage
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from growstage.core.values import HEAD_DIM, HEADS, INPUT, OTHER, SPATIAL, UNITS, VOCAB
+from growstage.core.values import (HEAD_DIM, HEADS, INPUT, INPUT_HEAD_DIM, INPUT_HEADS, OTHER, QUERY_HEAD_DIM, SPATIAL,
+                                   UNITS, VOCAB)
 from growstage.framework.adapters.base import ParamSpec, register_adapter
 
 L = keras.layers
@@ -104,13 +105,15 @@ def _mha(layer, in_split):
         # The graph gives the split of the query input only; key and value may
         # read other tensors, so their input axes stay whole.
         first = _fits(in_split, k.shape[0]) if prefix == "query" else [k.shape[0]]
-        out.append(ParamSpec(f"{prefix}/kernel", k, [first, [k.shape[1]], [k.shape[2]]], (INPUT, HEADS, HEAD_DIM)))
+        # the scores read the query's head size (scaled by 1/sqrt of it): a consumer axis
+        dim = QUERY_HEAD_DIM if prefix == "query" else HEAD_DIM
+        out.append(ParamSpec(f"{prefix}/kernel", k, [first, [k.shape[1]], [k.shape[2]]], (INPUT, HEADS, dim)))
         if dense.bias is not None:
             b = dense.bias
-            out.append(ParamSpec(f"{prefix}/bias", b, [[b.shape[0]], [b.shape[1]]], (HEADS, HEAD_DIM)))
+            out.append(ParamSpec(f"{prefix}/bias", b, [[b.shape[0]], [b.shape[1]]], (HEADS, dim)))
     o = layer._output_dense
     k = o.kernel
-    out.append(ParamSpec("attention_output/kernel", k, [[k.shape[0]], [k.shape[1]], [k.shape[2]]], (HEADS, HEAD_DIM, UNITS)))
+    out.append(ParamSpec("attention_output/kernel", k, [[k.shape[0]], [k.shape[1]], [k.shape[2]]], (INPUT_HEADS, INPUT_HEAD_DIM, UNITS)))
     if o.bias is not None:
         out.append(ParamSpec("attention_output/bias", o.bias, [[o.bias.shape[0]]], (UNITS,)))
     return out

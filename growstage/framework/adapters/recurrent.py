@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import keras
 
-from growstage.core.values import GATES, INPUT, OTHER, UNITS
+from growstage.core.values import GATES, INPUT, OTHER, RECURRENT, UNITS
 from growstage.framework.adapters.base import ParamSpec, find_adapter, register_adapter
 
 L = keras.layers
@@ -36,7 +36,7 @@ def _rnn(n_gates: int):
         role = GATES if n_gates > 1 else UNITS
         out = [
             ParamSpec("cell/kernel", cell.kernel, [_fits(in_split, cell.kernel.shape[0]), gates], (INPUT, role)),
-            ParamSpec("cell/recurrent_kernel", cell.recurrent_kernel, [[n], gates], (UNITS, role)),
+            ParamSpec("cell/recurrent_kernel", cell.recurrent_kernel, [[n], gates], (RECURRENT, role)),
         ]
         b = getattr(cell, "bias", None)
         if b is not None:
