@@ -40,7 +40,7 @@ _LAZY = {
     "stack": "train.schedule", "GrowingHistory": "train.fitting", "fit": "train.fitting",
 }
 # the layer packages, reachable as attributes without an import
-_SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools")
+_SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools", "export")
 
 __version__ = "0.1.0"
 
