@@ -243,3 +243,33 @@ def test_cli_export(tmp_path, capsys):
     assert load_file(out)["proj.weight"].shape == (6, 4)
     assert main(["export", str(src), str(out), "--to", "torch", "--naming", "prj=x"]) == 2
     assert "did you mean 'proj'" in capsys.readouterr().err
+
+
+def _stacked():
+    x = keras.Input((5, 3))
+    h = L.LSTM(4, return_sequences=True, name="lstm1")(x)
+    return keras.Model(x, L.LSTM(4, return_sequences=True, name="lstm2")(h))
+
+
+def test_stacked_lstm_into_one_module():
+    k = _randomize(_stacked())
+    naming = {"lstm1": "rnn", "lstm2": "rnn@1"}
+    holder = nn.Module()
+    holder.rnn = nn.LSTM(3, 4, num_layers=2, batch_first=True)
+    holder.load_state_dict(to_torch(k, naming=naming), strict=True)
+    x = _x(2, 5, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(holder.rnn(torch.from_numpy(x))[0].numpy(), np.asarray(k(x)), **TOL)
+    fresh = _stacked()
+    from_torch(holder, fresh, naming=naming)  # a module works as well as its state_dict
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(k.weights, fresh.weights))
+
+
+def test_numpy_without_torch(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    sd = to_torch({"out": {"kernel": np.ones((3, 2), "f4")}}, types={"out": "Dense"})
+    assert isinstance(sd["out.weight"], np.ndarray)
+    with pytest.raises(growstage.GrowstageError, match="needs torch"):
+        to_torch({"out": {"kernel": np.ones((3, 2), "f4")}}, types={"out": "Dense"}, tensors=True)

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -87,13 +88,36 @@ def layer_types(snap: Snapshot, types: Mapping[str, str] | None = None) -> tuple
     return out, notes
 
 
+_RNN_KINDS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
+_LAYER_SUFFIX = re.compile(r"_l(\d+)(?=(_reverse)?$)")
+
+
 def module_paths(layers: Mapping[str, Any], naming: Mapping[str, str] | None) -> dict[str, str]:
-    """``{layer: torch module path}``: ``naming`` where given, else the layer name ('/' -> '.')."""
+    """``{layer: torch module path}``: ``naming`` where given, else the layer name ('/' -> '.').
+
+    A recurrent layer's path may end in ``@N``: layer N of a stacked torch module
+    (``{"lstm1": "rnn", "lstm2": "rnn@1"}`` fill one ``nn.LSTM(num_layers=2)``).
+    """
     naming = dict(naming or {})
     for name in naming:
         if name not in layers:
             raise UnknownNameError("layer in naming=", name, layers)
     return {l: naming.get(l, l.replace("/", ".")) for l in layers}
+
+
+def _path_and_index(path: str, kind: str | None) -> tuple[str, int]:
+    """``("rnn", 1)`` from ``"rnn@1"``; only recurrent layers take an index."""
+    base, sep, index = path.rpartition("@")
+    if not sep:
+        return path, 0
+    if not index.isdigit() or kind not in _RNN_KINDS:
+        raise GrowstageError(f"module path {path!r}: '@N' (layer N of a stacked torch RNN) needs a digit and a "
+                             f"recurrent layer (LSTM, GRU, SimpleRNN, Bidirectional), not {kind}")
+    return base, int(index)
+
+
+def _with_index(name: str, index: int) -> str:
+    return _LAYER_SUFFIX.sub(f"_l{index}", name) if index else name
 
 
 def _raw(lname: str, params: Mapping[str, Param]):
@@ -129,13 +153,15 @@ def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None, t
             except TorchLayoutError as e:
                 raise TorchLayoutError(f"layer {lname!r} ({kinds[lname]}): {e}") from None
         notes += [f"{lname}: {n}" for n in layer_notes]
+        path, index = _path_and_index(paths[lname], kinds[lname])
         for t in tensors:
-            key = f"{paths[lname]}.{t.name}" if paths[lname] else t.name
+            name = _with_index(t.name, index)
+            key = f"{path}.{name}" if path else name
             if key in state:
                 raise GrowstageError(f"two tensors named {key!r}: give the layers distinct module paths in naming=")
             state[key] = t.value
             src = params.get(t.source) if t.source else None
-            rows.append(ExportRow(paths[lname], t.name, f"{lname}/{t.source}" if t.source else None,
+            rows.append(ExportRow(path, name, f"{lname}/{t.source}" if t.source else None,
                                   "copied" if t.source else "zeroed", src.shape if src is not None else None,
                                   tuple(t.value.shape), t.how))
     return state, ExportReport(rows, notes=notes + list(snap.notes))
@@ -179,6 +205,15 @@ def to_torch(source: Any, *, naming: Mapping[str, str] | None = None, types: Map
     inferred from param names and the report says so.  ``unknown="raw"`` passes layers of
     unknown types through under their own names instead of raising.  ``tensors``: torch tensors
     (True), numpy arrays (False), or tensors when torch is importable (None).
+
+    Example::
+
+        >>> import numpy as np
+        >>> values = {"enc": {"cell/kernel": np.ones((3, 8), "f4"), "cell/recurrent_kernel": np.ones((2, 8), "f4"),
+        ...                   "cell/bias": np.ones(8, "f4")}}
+        >>> sd = to_torch(values, naming={"enc": "rnn@1"}, tensors=False)   # layer 1 of a stacked nn.LSTM
+        >>> {k: v.shape for k, v in sd.items()}["rnn.weight_hh_l1"], float(sd["rnn.bias_hh_l1"].sum())
+        ((8, 2), 0.0)
     """
     state, _ = export_state_dict(source, naming=naming, types=types, unknown=unknown,
                                  allow_auto_names=allow_auto_names)
@@ -187,7 +222,16 @@ def to_torch(source: Any, *, naming: Mapping[str, str] | None = None, types: Map
 
 def save_safetensors(source: Any, path: str | os.PathLike, *, metadata: Mapping[str, str] | None = None,
                      **options: Any) -> ExportReport:
-    """Write :func:`to_torch`'s state_dict as a safetensors file (atomically); returns the report."""
+    """Write :func:`to_torch`'s state_dict as a safetensors file (atomically); returns the report.
+
+    Example::
+
+        >>> import numpy as np, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+        >>> rep = save_safetensors({"out": {"kernel": np.ones((3, 2), "f4")}}, path, types={"out": "Dense"})
+        >>> rep.row("out.weight").reason, rep.row("out.weight").new_shape
+        ('transposed', (2, 3))
+    """
     from safetensors.numpy import save_file
 
     state, report = export_state_dict(source, **options)
@@ -221,24 +265,40 @@ def from_torch(state_dict: Any, model: Any, *, naming: Mapping[str, str] | None 
     transactional (a failure leaves ``model`` unchanged).  ``naming`` as for :func:`to_torch`;
     torch tensors nobody reads are an error unless ``ignore_unused``.  Other options go to
     :func:`growstage.transfer`.
+
+    Example::
+
+        >>> import keras, numpy as np
+        >>> x = keras.Input((3,))
+        >>> model = keras.Model(x, keras.layers.Dense(2, name="out")(x))
+        >>> rep = from_torch({"out.weight": np.ones((2, 3), "f4"), "out.bias": np.zeros(2, "f4")}, model)
+        >>> rep.counts(), float(np.asarray(model.get_layer("out").kernel).sum())
+        ({'copied': 2}, 6.0)
     """
     from growstage.engine.writing import transfer
     from growstage.framework.capture import snapshot
 
+    if callable(getattr(state_dict, "state_dict", None)):
+        state_dict = state_dict.state_dict()  # a torch.nn.Module
     sd = _numpy_state(state_dict)
     target = snapshot(model, lazy=True, allow_auto_names=allow_auto_names)
     kinds = target.meta["layer_types"]
     paths = module_paths(target.layers, naming)
     layers, used, notes, problems = {}, set(), [], []
     for lname, params in target.layers.items():
-        prefix = f"{paths[lname]}." if paths[lname] else ""
+        path, index = _path_and_index(paths[lname], kinds[lname])
+        prefix = f"{path}." if path else ""
+        # layer ``index`` of a stacked module reads as layer 0: the layouts know only ``_l0``
         sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if index:
+            sub = {_LAYER_SUFFIX.sub("_l0", k): v for k, v in sub.items() if _LAYER_SUFFIX.search(k)
+                   and int(_LAYER_SUFFIX.search(k).group(1)) == index}
         try:
             values, read, layer_notes = import_layer(kinds[lname], sub, {p: prm.shape for p, prm in params.items()})
         except TorchLayoutError as e:
             problems.append(f"layer {lname!r} ({kinds[lname]}) from torch module {paths[lname]!r}: {e}")
             continue
-        used.update(prefix + r for r in read)
+        used.update(prefix + _with_index(r, index) for r in read)
         notes += [f"{lname}: {n}" for n in layer_notes]
         layers[lname] = {p: Param(v) for p, v in values.items()}
     unused = sorted(set(sd) - used)

@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from growstage.core.errors import GrowstageError, ShapeError
+from growstage.core.errors import GrowstageError
 
 KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Embedding", "LayerNormalization", "BatchNormalization",
          "LSTM", "GRU", "SimpleRNN", "Bidirectional", "MultiHeadAttention")
@@ -126,7 +126,7 @@ def _rnn(p, prefix: str, suffix: str) -> list[TorchTensor]:
             raise TorchLayoutError("a GRU with reset_after=False applies the reset gate before the recurrent "
                                    "matmul; torch.nn.GRU has no such variant: rebuild the Keras GRU with "
                                    "reset_after=True (the Keras 3 default)")
-        gates = "; gates z,r,h -> r,z,n" if kind == "GRU" else ""
+        gates = "; gates z,r,h -> r,z,n"
         return out + [TorchTensor(f"bias_ih_{suffix}", _reorder(b[0], order), prefix + "bias", "row 0" + gates),
                       TorchTensor(f"bias_hh_{suffix}", _reorder(b[1], order), prefix + "bias", "row 1" + gates)]
     return out + [TorchTensor(f"bias_ih_{suffix}", b, prefix + "bias", ""),
