@@ -260,7 +260,7 @@ def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
 
 
 def from_torch(state_dict: Any, model: Any, *, naming: Mapping[str, str] | None = None, ignore_unused: bool = False,
-               allow_auto_names: bool = False, mode: str = "exact", **options: Any) -> Report:
+               allow_auto_names: bool = False, **options: Any) -> Report:
     """Move a torch ``state_dict`` (or a .safetensors path) into a Keras ``model``: strict, reported,
     transactional (a failure leaves ``model`` unchanged).  ``naming`` as for :func:`to_torch`;
     torch tensors nobody reads are an error unless ``ignore_unused``.  Other options go to
@@ -309,7 +309,8 @@ def from_torch(state_dict: Any, model: Any, *, naming: Mapping[str, str] | None 
         notes.append(f"ignored torch tensors: {', '.join(unused)}")
     if problems:
         raise PlanError(problems, source="torch state_dict")
-    report = transfer(Snapshot(layers, meta={"layer_types": kinds}), model, mode=mode,
-                      allow_auto_names=allow_auto_names, **options)
+    if allow_auto_names:
+        options["allow_auto_names"] = True
+    report = transfer(Snapshot(layers, meta={"layer_types": kinds}), model, **options)
     report.notes += notes
     return report
