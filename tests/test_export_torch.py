@@ -121,7 +121,8 @@ def test_attention_kdim_and_linear_fallback():
     t.load_state_dict(sd, strict=True)
     xq, xkv = _x(2, 5, 8), _x(2, 4, 6)
     with torch.no_grad():
-        np.testing.assert_allclose(t(torch.from_numpy(xq), torch.from_numpy(xkv)).numpy(), np.asarray(k([xq, xkv])), **TOL)
+        got = t(torch.from_numpy(xq), torch.from_numpy(xkv)).numpy()
+    np.testing.assert_allclose(got, np.asarray(k([xq, xkv])), **TOL)
     odd = _randomize(keras.Model(q, L.MultiHeadAttention(2, 3, name="att")(q, q)))  # 2*3 != 8
     state, report = growstage.export.export_state_dict(odd)
     assert state["att.q_proj.weight"].shape == (6, 8) and any("no nn.MultiheadAttention" in n for n in report.notes)
@@ -181,6 +182,11 @@ def test_errors_name_the_problem():
     gru = _model(L.GRU(3, reset_after=False, name="g"), (4, 2))
     with pytest.raises(TorchLayoutError, match="reset_after=True"):
         to_torch(gru)
+    with pytest.raises(growstage.PlanError, match="reset_after=True"):
+        from_torch({"g.weight_ih_l0": torch.zeros(9, 2), "g.weight_hh_l0": torch.zeros(9, 3),
+                    "g.bias_ih_l0": torch.zeros(9), "g.bias_hh_l0": torch.zeros(9)}, gru)
+    with pytest.raises(growstage.UnknownNameError, match="'Dense'"):
+        to_torch({"out": {"kernel": np.ones((3, 2), "f4")}}, types={"out": "Dence"})
     odd = {"blk": {"weird": np.ones(3, "f4")}}
     with pytest.raises(TorchLayoutError, match="blk"):
         to_torch(odd)

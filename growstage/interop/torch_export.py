@@ -72,9 +72,11 @@ def infer_kind(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
 def layer_types(snap: Snapshot, types: Mapping[str, str] | None = None) -> tuple[dict[str, str | None], list[str]]:
     """Each layer's Keras type: ``types`` first, then the snapshot's meta, then inferred (noted)."""
     types = dict(types or {})
-    for name in types:
+    for name, kind in types.items():
         if name not in snap.layers:
             raise UnknownNameError("layer in types=", name, snap.layers)
+        if kind not in KINDS:
+            raise UnknownNameError(f"Keras type for {name!r} in types=", kind, KINDS, f"(known: {', '.join(KINDS)})")
     known = dict(snap.meta.get("layer_types") or {})
     out, inferred = {}, []
     for lname, params in snap.layers.items():
@@ -127,8 +129,9 @@ def _raw(lname: str, params: Mapping[str, Param]):
             for p, prm in params.items()]
 
 
-def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None, types: Mapping[str, str] | None = None,
-                      unknown: str = "error", allow_auto_names: bool = False) -> tuple[dict[str, np.ndarray], ExportReport]:
+def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None,
+                      types: Mapping[str, str] | None = None, unknown: str = "error",
+                      allow_auto_names: bool = False) -> tuple[dict[str, np.ndarray], ExportReport]:
     """``({torch key: ndarray}, report)`` for ``source``; see :func:`to_torch`."""
     from growstage.engine.sources import resolve_source
 
@@ -139,8 +142,9 @@ def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None, t
     paths = module_paths(snap.layers, naming)
     bad = {l: k for l, k in kinds.items() if k not in KINDS}
     if bad and unknown == "error":
-        raise TorchLayoutError("no torch.nn conversion for " + ", ".join(f"{l} ({k or 'type unknown'})" for l, k in bad.items())
-                               + f"; known: {', '.join(KINDS)}. Pass types={{layer: type}} or unknown='raw'")
+        which = ", ".join(f"{l} ({k or 'type unknown'})" for l, k in bad.items())
+        raise TorchLayoutError(f"no torch.nn conversion for {which}; known: {', '.join(KINDS)}. "
+                               "Pass types={layer: type} or unknown='raw'")
     state: dict[str, np.ndarray] = {}
     rows: list[PlanRow] = []
     notes += _model_notes(source, kinds)
@@ -232,8 +236,10 @@ def save_safetensors(source: Any, path: str | os.PathLike, *, metadata: Mapping[
         >>> rep.row("out.weight").reason, rep.row("out.weight").new_shape
         ('transposed', (2, 3))
     """
-    from safetensors.numpy import save_file
-
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise GrowstageError("save_safetensors needs the safetensors package (pip install safetensors)") from None
     state, report = export_state_dict(source, **options)
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -257,6 +263,16 @@ def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
         raise GrowstageError(f"from_torch reads a state_dict (a mapping) or a .safetensors path, "
                              f"not a {type(state_dict).__name__}")
     return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
+
+
+def _module_tensors(sd: Mapping[str, np.ndarray], prefix: str, index: int) -> dict[str, np.ndarray]:
+    """One module's tensors, named relative to it; layer ``index`` of a stacked RNN reads as layer 0
+    (the layouts know only ``_l0``)."""
+    sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not index:
+        return sub
+    found = {k: _LAYER_SUFFIX.search(k) for k in sub}
+    return {_LAYER_SUFFIX.sub("_l0", k): v for k, v in sub.items() if found[k] and int(found[k].group(1)) == index}
 
 
 def from_torch(state_dict: Any, model: Any, *, naming: Mapping[str, str] | None = None, ignore_unused: bool = False,
@@ -288,13 +304,9 @@ def from_torch(state_dict: Any, model: Any, *, naming: Mapping[str, str] | None 
     for lname, params in target.layers.items():
         path, index = _path_and_index(paths[lname], kinds[lname])
         prefix = f"{path}." if path else ""
-        # layer ``index`` of a stacked module reads as layer 0: the layouts know only ``_l0``
-        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if index:
-            sub = {_LAYER_SUFFIX.sub("_l0", k): v for k, v in sub.items() if _LAYER_SUFFIX.search(k)
-                   and int(_LAYER_SUFFIX.search(k).group(1)) == index}
         try:
-            values, read, layer_notes = import_layer(kinds[lname], sub, {p: prm.shape for p, prm in params.items()})
+            values, read, layer_notes = import_layer(kinds[lname], _module_tensors(sd, prefix, index),
+                                                     {p: prm.shape for p, prm in params.items()})
         except TorchLayoutError as e:
             problems.append(f"layer {lname!r} ({kinds[lname]}) from torch module {paths[lname]!r}: {e}")
             continue
