@@ -185,6 +185,8 @@ def test_errors_name_the_problem():
     with pytest.raises(growstage.PlanError, match="reset_after=True"):
         from_torch({"g.weight_ih_l0": torch.zeros(9, 2), "g.weight_hh_l0": torch.zeros(9, 3),
                     "g.bias_ih_l0": torch.zeros(9), "g.bias_hh_l0": torch.zeros(9)}, gru)
+    with pytest.raises(growstage.GrowstageError, match="float32"):
+        from_torch({"g.weight_ih_l0": torch.zeros(9, 2, dtype=torch.bfloat16)}, gru)
     with pytest.raises(growstage.UnknownNameError, match="'Dense'"):
         to_torch({"out": {"kernel": np.ones((3, 2), "f4")}}, types={"out": "Dence"})
     odd = {"blk": {"weird": np.ones(3, "f4")}}

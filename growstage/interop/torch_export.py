@@ -262,7 +262,14 @@ def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
     if not isinstance(state_dict, Mapping):
         raise GrowstageError(f"from_torch reads a state_dict (a mapping) or a .safetensors path, "
                              f"not a {type(state_dict).__name__}")
-    return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state_dict.items()}
+    out = {}
+    for k, v in state_dict.items():
+        try:
+            out[k] = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+        except TypeError as e:  # numpy has no bfloat16: torch refuses the conversion
+            raise GrowstageError(f"torch tensor {k!r}: {e}; cast the state_dict to float32 first "
+                                 "({k: v.float() for k, v in sd.items()})") from None
+    return out
 
 
 def _module_tensors(sd: Mapping[str, np.ndarray], prefix: str, index: int) -> dict[str, np.ndarray]:
