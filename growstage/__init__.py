@@ -42,7 +42,7 @@ _LAZY = {
 }
 # the layer packages, reachable as attributes without an import
 _SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools", "returnn",
-                "initializers", "lm")
+                "initializers", "lm", "export")
 
 __version__ = "0.1.0"
 

@@ -6,6 +6,8 @@
     growstage average CKPT... -o OUT.h5             float tensors averaged, integer ones from the last
     growstage diff A B [--json]                     what differs; exit 1 when anything does
     growstage convert SRC OUT.h5 [rules]            any readable format to growstage HDF5
+    growstage export SRC OUT.safetensors --to torch a PyTorch state_dict of SRC (a file growstage reads,
+                                                    or MODULE:FUNCTION building a Keras model)
 
 Rules (plan, convert): --strip-prefix P, --add-prefix P, --rename OLD=NEW (a scope
 when OLD ends in '/'), --regex PATTERN=REPLACEMENT, --ignore NAME, --ignore-prefix P.
@@ -155,7 +157,35 @@ def _run(args: argparse.Namespace) -> int:
         out = fileops.convert(args.src, args.output, rules=_rules(args))
         print(f"wrote {out}")
         return 0
+    if args.cmd == "export":
+        return _export(args)
     raise AssertionError(args.cmd)
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GrowstageError(f"{flag} {item!r}: expected LAYER=VALUE")
+        out[key] = value
+    return out
+
+
+def _export(args: argparse.Namespace) -> int:
+    from growstage.export import save_safetensors
+
+    src: Any = args.src
+    if not os.path.exists(src) and ":" in src:
+        src = _load_builder(src)
+    elif not os.path.exists(src):
+        raise GrowstageError(f"{src}: no such file (or MODULE:FUNCTION building a Keras model)")
+    report = save_safetensors(src, args.output, naming=_pairs(args.naming, "--naming"),
+                              types=_pairs(args.types, "--type"), unknown=args.unknown,
+                              allow_auto_names=args.allow_auto_names)
+    print(report.to_json() if args.json else report.table())
+    print(f"wrote {args.output} ({report.bytes_written:,d} bytes)")
+    return 0
 
 
 _SRC_HELP = ("a checkpoint in any format growstage reads: growstage .h5, Keras .weights.h5/.keras/.h5, "
@@ -229,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help=_SRC_HELP)
     p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
     _add_rule_flags(p)
+    p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
+                       description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
+                       "file and print one row per tensor (what was transposed or reordered).")
+    p.add_argument("src", help="a file growstage reads (.keras, .weights.h5, growstage .h5, .npz, TF checkpoint) "
+                   "or MODULE:FUNCTION / FILE.py:FUNCTION returning a Keras model")
+    p.add_argument("output", help="the .safetensors file to write (atomically)")
+    p.add_argument("--to", required=True, choices=["torch"], help="the target framework")
+    p.add_argument("--naming", action="append", metavar="LAYER=MODULE.PATH",
+                   help="torch module path of a Keras layer (default: the layer name); repeatable")
+    p.add_argument("--type", dest="types", action="append", metavar="LAYER=KERAS_TYPE",
+                   help="the Keras type of a layer where the file does not say (else inferred from param names)")
+    p.add_argument("--unknown", choices=["error", "raw"], default="error",
+                   help="layers of types without a torch conversion: error (default) or pass through raw")
+    p.add_argument("--allow-auto-names", dest="allow_auto_names", action="store_true",
+                   help="accept Keras auto-generated layer names (model sources)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
     return ap
 
 

@@ -80,7 +80,7 @@ def _tensor_split(t: Any, memo: dict[int, list[int]]) -> list[int]:
             split = cat if sum(cat) == dim else [int(dim)]
         elif adapter is not None:
             split = adapter.output_split(op, first, int(dim)) if adapter.output_split else [int(dim)]
-        elif not op.weights and sum(first) == dim:
+        elif not getattr(op, "weights", ()) and sum(first) == dim:
             split = list(first)  # Dropout, Activation, Add, ...: same features
     memo[key] = split
     return split
