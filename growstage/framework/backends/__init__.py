@@ -23,6 +23,7 @@ import importlib
 from types import ModuleType
 
 from growstage.core.errors import GrowstageError
+from growstage.io.optional import require_tensorflow  # noqa: F401  (re-exported)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -41,19 +42,3 @@ def current() -> ModuleType:
         raise GrowstageError(f"Keras backend {name!r} is not supported; use one of {', '.join(BACKENDS)} "
                              "(set KERAS_BACKEND)")
     return importlib.import_module(f"{__name__}.{name}")
-
-
-def require_tensorflow(what: str) -> ModuleType:
-    """Import TensorFlow for ``what``, or raise a GrowstageError saying which package is missing.
-
-    Example::
-
-        >>> require_tensorflow("reading a TF checkpoint").__name__
-        'tensorflow'
-    """
-    try:
-        import tensorflow
-    except ImportError as e:
-        raise GrowstageError(f"{what} needs TensorFlow, which is not installed: pip install tensorflow "
-                             f"(or 'growstage[tensorflow]'); the rest of growstage works without it") from e
-    return tensorflow
