@@ -64,9 +64,6 @@ class Param:
             return v.read()
         return np.asarray(v)
 
-    def split_or_whole(self) -> Split:
-        return self.split if self.split is not None else whole_split(self.shape)
-
 
 @dataclass
 class Snapshot(Mapping):

@@ -81,6 +81,15 @@ class Pending:
     def record(self, variable: Any, initializer: Any) -> None:
         self._vars[id(variable)] = variable
         self._inits[id(variable)] = initializer
+        # Keras reads an uninitialised variable as its initializer's value (a placeholder): a model
+        # that build() calls on data (subclassed models) runs; the value read is not kept.
+        variable._initializer = initializer
+        if not hasattr(variable, "_value"):
+            variable._value = None
+
+    def _done(self, variable: Any) -> None:
+        del self._vars[id(variable)]
+        variable._initializer = None
 
     def is_pending(self, variable: Any) -> bool:
         return id(variable) in self._vars
@@ -88,12 +97,12 @@ class Pending:
     def set(self, variable: Any, value: np.ndarray) -> None:
         """Create the variable from ``value`` (its initializer never runs)."""
         variable._initialize(host_tensor(value, variable.dtype))
-        del self._vars[id(variable)]
+        self._done(variable)
 
     def materialize(self, variable: Any) -> None:
         if id(variable) in self._vars:
             variable._initialize_with_initializer(self._inits[id(variable)])
-            del self._vars[id(variable)]
+            self._done(variable)
 
     def materialize_many(self, variables: list[Any]) -> None:
         """Materialize several at once: initializers seeded with a plain int are pure functions, so
@@ -110,7 +119,7 @@ class Pending:
             with ThreadPoolExecutor(max_workers=min(len(pure), self.threads)) as pool:
                 for v, val in zip(pure, pool.map(value, pure)):
                     v._initialize(val)
-                    del self._vars[id(v)]
+                    self._done(v)
         for v in todo:
             self.materialize(v)
 
@@ -137,21 +146,30 @@ def deferred_init(threads: int | None = None) -> Iterator[Pending]:
     if cls is None:
         yield pending
         return
-    own = "_initialize_with_initializer" in cls.__dict__  # PyTorch's Variable inherits it
-    original = cls.__dict__.get("_initialize_with_initializer")
+    names = ("_initialize_with_initializer", "_deferred_initialize")
+    own = {n: cls.__dict__[n] for n in names if n in cls.__dict__}  # JAX's Variable inherits some
+    original, original_deferred = cls._initialize_with_initializer, cls._deferred_initialize
 
     def record(self: Any, initializer: Any) -> None:
         pending.record(self, initializer)
 
-    cls._initialize_with_initializer = record
+    def deferred(self: Any) -> None:
+        # Keras's own deferral (variables made in a stateless scope) clears _initializer afterwards;
+        # a variable still pending here needs it for the placeholder read
+        original_deferred(self)
+        if pending.is_pending(self):
+            self._initializer = pending.initializer(self)
+
+    cls._initialize_with_initializer, cls._deferred_initialize = record, deferred
     pending.active = True
     try:
         yield pending
     finally:
-        if own:
-            cls._initialize_with_initializer = original
-        else:
-            del cls._initialize_with_initializer
+        for n in names:
+            if n in own:
+                setattr(cls, n, own[n])
+            else:
+                delattr(cls, n)
 
 
 class UndoLog:

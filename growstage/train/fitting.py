@@ -124,9 +124,7 @@ class _Run:
         if exact:  # a resume: the checkpoint holds exactly this stage's params
             opts = TransferOptions(mode=Mode.EXACT, allow_auto_names=self.allow_auto_names)
         else:
-            opts = TransferOptions.from_kwargs(
-                mode=stage.mode, fill=stage.fill, allow_new_layers=True, allow_auto_names=self.allow_auto_names,
-                custom_param_importer=stage.custom_param_importer or {}, **stage.options)
+            opts = stage.transfer_options(allow_new_layers=True, allow_auto_names=self.allow_auto_names)
         with _scope(self.strategy):
             try:
                 p = plan(source, model, opts)

@@ -18,7 +18,7 @@ def variable_class() -> type | None:
         from keras.src.backend.tensorflow.core import Variable
     except ImportError:
         return None
-    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer"))
+    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer", "_deferred_initialize"))
     return Variable if ok else None
 
 
