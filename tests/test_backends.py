@@ -10,7 +10,7 @@ import growstage
 from growstage.core.errors import GrowstageError
 from growstage.core.resize import resize
 from growstage.framework.backends import backend_name, current
-from growstage.framework.device_values import resize_device
+from growstage.framework.device_values import resize_device, resizes_on_device
 from growstage.io.readers.tf_bundle import open_tf_checkpoint
 
 CASES = [  # old shape, new shape, old split, new split
@@ -49,6 +49,7 @@ def test_snapshot_holds_device_arrays_and_transfer_equals_numpy_path():
     snap = growstage.snapshot(src)
     prm = snap["hidden"]["kernel"]
     assert current().is_native(prm.value.tensor)  # a device array until someone asks for numpy
+    assert resizes_on_device() == (backend_name() != "tensorflow")  # TF slices its buffers' numpy views
     assert isinstance(prm.read(), np.ndarray) and not prm.read().flags.writeable
     via_device, via_numpy = _dense_model(6, seed=2), _dense_model(6, seed=2)
     growstage.transfer(snap, via_device, mode="subset")

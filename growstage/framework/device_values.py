@@ -53,6 +53,11 @@ def resize_device(old: Any, new_shape: Sequence[int], *, old_split: Any = None, 
     return be.finish(out)
 
 
+def resizes_on_device() -> bool:
+    """Whether transfers slice and pad a snapshot's device arrays on the device (JAX, PyTorch)."""
+    return bool(getattr(current(), "DEVICE_RESIZE", False))
+
+
 def is_device_array(x: Any) -> bool:
     """Whether ``x`` is an array of the Keras backend in use (a snapshot's device value)."""
     return x is not None and current().is_native(x)

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 
+DEVICE_RESIZE = True  # transfers slice / pad on the device (device_values.resize_device)
+
+
 def variable_class() -> type | None:
     try:
         from keras.src.backend.jax.core import Variable

@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 
 
+# transfers slice / pad through numpy on TensorFlow: a sliced assign into a scratch tf.Variable fails
+# under a tf.distribute strategy, and on CPU the numpy views share the snapshot's buffers anyway
+DEVICE_RESIZE = False
+
+
 def variable_class() -> type | None:
     try:
         from keras.src.backend.tensorflow.core import Variable

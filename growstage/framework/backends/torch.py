@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 
+DEVICE_RESIZE = True  # transfers slice / pad on the device (device_values.resize_device)
+
+
 def variable_class() -> None:
     """None: a model is built normally.  Keras's torch layers register each variable's tensor in a
     ``torch.nn.ParameterDict`` when built, so a variable created later from its value would leave
