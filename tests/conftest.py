@@ -10,6 +10,13 @@ import pytest
 L = keras.layers
 
 
+def pytest_configure(config):
+    # the default (TensorFlow) run runs everything; the JAX and PyTorch passes deselect these
+    # with -m "not tf_only" (TensorFlow checkpoints, tf.distribute, Keras 2 files, TF runtime hooks)
+    config.addinivalue_line("markers", "tf_only: needs the TensorFlow Keras backend; "
+                            "deselected in the other backends' passes with -m 'not tf_only'")
+
+
 def build_blstm(width: int, depth: int = 2, n_in: int = 5, n_out: int = 7, seed: int = 0) -> keras.Model:
     """A BLSTM stack with a Dense on top reading both directions."""
     keras.utils.set_random_seed(seed)

@@ -14,6 +14,11 @@ L = keras.layers
 FILLS = ["preserve", "net2net", "double"]
 
 
+def _out(model, x):
+    """The model's output as numpy on any backend (torch outputs carry autograd state)."""
+    return keras.ops.convert_to_numpy(model(x))
+
+
 def _close(a, b):
     scale = max(float(np.abs(a).max()), 1e-12)
     err = float(np.abs(a - b).max())
@@ -87,7 +92,7 @@ def test_widen_and_deepen_keeps_the_function(case, fill):
     rep = _grow(small, big, fill)
     for target, action in starts.items():
         assert rep.row(target).action == action, target
-    _close(small(x).numpy(), big(x).numpy())
+    _close(_out(small, x), _out(big, x))
 
 
 def test_transformer_model_width_doubles_exactly_and_others_say_they_cannot():
@@ -96,7 +101,7 @@ def test_transformer_model_width_doubles_exactly_and_others_say_they_cannot():
     _train_a_little(small, x)
     big = transformer(16, 4, 32, seed=8)
     _grow(small, big, "double")
-    _close(small(x).numpy(), big(x).numpy())
+    _close(_out(small, x), _out(big, x))
     for fill in ("preserve", "net2net"):
         p = growstage.plan(small, transformer(16, 4, 32, seed=8), mode="subset", fill=fill)
         assert any("ln1_1: LayerNormalization over a widened axis" in n for n in p.notes)
@@ -112,7 +117,7 @@ def test_query_head_size_growth_keeps_attention_scores():
     small, big = att(4, 0), att(8, 1)
     for fill in ("preserve", "net2net"):
         _grow(small, big, fill)
-        _close(small(x).numpy(), big(x).numpy())
+        _close(_out(small, x), _out(big, x))
 
 
 def test_double_rejects_other_factors_and_net2net_needs_old_units():
@@ -152,7 +157,7 @@ def test_net2net_noise_keeps_function_then_copies_diverge_and_loss_falls():
     small = mlp(8, 1)
     big = mlp(16, 1, seed=2)
     _grow(small, big, "net2net", fill_noise=0.05, fill_seed=3)
-    _close(small(x).numpy(), big(x).numpy())
+    _close(_out(small, x), _out(big, x))
     g = GrowthMap.build([[8]], [[16]], consumer_axes=(), method="net2net", seed=3).axes[0]
     dup = next(j for j in range(8, 16))
     orig = g.index[dup]

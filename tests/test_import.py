@@ -206,6 +206,7 @@ def test_sub_model_loaded_from_top_level_names(tmp_path):
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(blstm_before, new.get_layer("blstm").weights))
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("forget_bias", [1.0, 0.0])
 def test_tf1_lstm_cell_checkpoint_into_keras_lstm(tmp_path, forget_bias):
     from tf_keras.src.layers.rnn.legacy_cells import LSTMCell

@@ -85,6 +85,7 @@ def _k2_values(m):
     return out
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("how", ["save_weights_h5", "save_h5", "tf_checkpoint"])
 def test_keras2_files_load_into_keras3_model(tmp_path, how):
     import tf_keras  # a test dependency: Keras 2 writes the legacy files

@@ -56,6 +56,7 @@ def test_two_writers_one_directory_and_a_reader_never_sees_half_a_file(tmp_path)
     assert crash_harness.check(directory, None) is None
 
 
+@pytest.mark.tf_only
 def test_mirrored_strategy_two_logical_cpus():
     r = subprocess.run([sys.executable, os.path.join(HERE, "distribute_script.py")], capture_output=True, text=True,
                        timeout=300, env=dict(os.environ, PYTHONPATH=crash_harness.ROOT))

@@ -151,6 +151,7 @@ def _traced_graphs_alive() -> int:
     return sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects())
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("release", [True, False])
 def test_old_stages_traced_steps_are_released(release):
     """What TensorFlow keeps of each traced training step (through its gradient registry)

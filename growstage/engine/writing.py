@@ -29,6 +29,7 @@ from growstage.framework.adapters.deepen import start_values
 from growstage.core.growth import for_row
 from growstage.core.resize import resize
 from growstage.framework.variables import UndoLog, read_variable
+from growstage.framework.device_values import resize_device, resizes_on_device
 from growstage.core.values import Param, as_snapshot
 from growstage.core.vocab import Action, Fill, Mode
 from growstage.engine.options import TransferOptions
@@ -109,6 +110,11 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: lis
         fill = p.options.fill_for(row.layer)
         current = undo.current(spec.variable) if _reads_init(p, row) else np.zeros((), target_dtype)
         gm = for_row(row, spec.roles, fill, p.options.fill_seed)
+        tensor = getattr(prm.value, "tensor", None)
+        if gm is None and tensor is not None and old.dtype == target_dtype and resizes_on_device():
+            # a live model's snapshot: slice / pad on the source's device, no host round trip
+            return resize_device(tensor, spec.shape, old_split=row.old_split, new_split=row.new_split,
+                                 fill=_fill_value(fill, spec, current) if row.action == "padded" else 0)
         if gm is not None:
             new = gm.apply(old, fresh_value=current, noise=p.options.fill_noise, seed=p.options.fill_seed)
         else:

@@ -10,6 +10,7 @@ starts and, once that stage's model is dropped, removes the entries the stage
 added, which releases those graphs.  A function traced during the stage and
 still alive elsewhere would lose the gradient of its custom-gradient ops if
 it were differentiated again: pass ``fit(..., release_traces=False)`` then.
+On the JAX and PyTorch backends there is no such registry: both functions do nothing.
 
 Example::
 
@@ -21,7 +22,12 @@ from __future__ import annotations
 
 
 def _registry() -> dict | None:
+    """TensorFlow's gradient registry; None on other Keras backends (nothing to release there)."""
     try:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return None
         from tensorflow.python.framework import ops
 
         reg = ops._gradient_registry._registry

@@ -9,8 +9,8 @@ on failure initialises every variable it touched from its initializer, so the
 model is left freshly built.  Keras initializers draw from the seed they got
 when created, so skipping some does not change the others' values.
 
-Relies on the TensorFlow backend's ``Variable._initialize`` and
-``_initialize_with_initializer``; without them it builds normally.  Not
+Relies on the backend Variable's ``_initialize`` and ``_initialize_with_initializer``
+(TensorFlow and JAX; on PyTorch, see ``backends.torch.variable_class``, it builds normally).  Not
 thread-safe: do not build other models in other threads meanwhile.
 
 Example::
@@ -18,8 +18,8 @@ Example::
     >>> import keras
     >>> with deferred_init() as pending:
     ...     d = keras.layers.Dense(3, name="d"); d.build((None, 2))
-    >>> pending.is_pending(d.kernel), tuple(d.kernel.shape)
-    (True, (2, 3))
+    >>> tuple(d.kernel.shape)
+    (2, 3)
     >>> pending.materialize_all(); pending.is_pending(d.kernel), d.kernel.numpy().shape
     (False, (2, 3))
 """
@@ -34,57 +34,37 @@ import numpy as np
 from growstage.core.errors import GrowstageError, TransferError
 
 
+def _backend() -> Any:
+    from growstage.framework.backends import current
+
+    return current()
+
+
 def _variable_class() -> type | None:
-    try:
-        from keras.src.backend.tensorflow.core import Variable
-    except ImportError:
-        return None
-    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer", "_deferred_initialize"))
-    return Variable if ok else None
+    return _backend().variable_class()
 
 
 def read_tensor(variable: Any) -> Any:
-    """The variable's current value as an immutable framework tensor (no copy on TensorFlow:
-    a later write to the variable copies its buffer first), or None where unavailable."""
-    try:
-        import tensorflow as tf
-
-        t = tf.convert_to_tensor(getattr(variable, "value", variable))
-        t._numpy  # eager only
-        return t
-    except Exception:
-        return None
+    """The variable's current value as a device array that a later write to the variable leaves
+    unchanged (TensorFlow: the variable's buffer, copied on write; JAX: the immutable array;
+    PyTorch: a clone on the same device), or None where unavailable."""
+    return _backend().read_tensor(variable)
 
 
 def tensor_view(tensor: Any) -> np.ndarray:
-    arr = np.asarray(tensor._numpy())  # shares the tensor's buffer; read-only, since the buffer may be a variable's
-    arr.flags.writeable = False
-    return arr
+    """A read-only numpy array of a device array (a view where the backend allows)."""
+    return _backend().to_numpy(tensor)
 
 
 def read_variable(variable: Any) -> np.ndarray:
-    """The value of a framework variable as a read-only numpy array (a view of the tensor, no copy)."""
+    """The value of a framework variable as a read-only numpy array (a view of the tensor where possible)."""
     t = read_tensor(variable)
     return tensor_view(t) if t is not None else np.array(variable.numpy())
 
 
-def host_tensor(value: np.ndarray, dtype: Any) -> Any:
-    """``value`` as a TensorFlow tensor of the variable's dtype, copied once.
-
-    ``tf.convert_to_tensor`` copies a numpy array twice (a defensive copy, then the
-    tensor); building the eager tensor directly copies once.  Falls back to the array.
-    """
-    if hasattr(value, "_numpy") and np.dtype(value.dtype.as_numpy_dtype) == np.dtype(dtype):
-        return value  # already a tensor: a new variable shares its buffer until one of them is written
-    arr = np.asarray(value, dtype=np.dtype(dtype), order="C")  # (ascontiguousarray would make a 0-d value 1-d)
-    try:
-        import tensorflow as tf
-        from tensorflow.python.eager import context
-        from tensorflow.python.framework import ops
-
-        return ops.EagerTensor(arr, context.context().device_name, tf.as_dtype(arr.dtype).as_datatype_enum)
-    except Exception:  # another TensorFlow version, or not eager: let Keras convert it
-        return arr
+def host_tensor(value: Any, dtype: Any) -> Any:
+    """``value`` (numpy or a device array) as the backend's array of the variable's dtype, copied at most once."""
+    return _backend().native(value, dtype)
 
 
 class Pending:
@@ -166,6 +146,8 @@ def deferred_init(threads: int | None = None) -> Iterator[Pending]:
     if cls is None:
         yield pending
         return
+    names = ("_initialize_with_initializer", "_deferred_initialize")
+    own = {n: cls.__dict__[n] for n in names if n in cls.__dict__}  # JAX's Variable inherits some
     original, original_deferred = cls._initialize_with_initializer, cls._deferred_initialize
 
     def record(self: Any, initializer: Any) -> None:
@@ -183,7 +165,11 @@ def deferred_init(threads: int | None = None) -> Iterator[Pending]:
     try:
         yield pending
     finally:
-        cls._initialize_with_initializer, cls._deferred_initialize = original, original_deferred
+        for n in names:
+            if n in own:
+                setattr(cls, n, own[n])
+            else:
+                delattr(cls, n)
 
 
 class UndoLog:

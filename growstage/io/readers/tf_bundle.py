@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from growstage.core.errors import StoreError
+from growstage.io.optional import require_tensorflow
 from growstage.io.readers.base import Entry, Reader, is_numeric, part_groups
 
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -38,8 +39,9 @@ _LWW = re.compile(r"^(?:(.+)/)?layer_with_weights-(\d+)(/.*)$")
 def checkpoint_prefix(path: str) -> str | None:
     """The bundle prefix for a directory, a prefix or a ``.index`` / ``.data`` file; None if not a bundle."""
     if os.path.isdir(path):
-        import tensorflow as tf
-
+        if not os.path.exists(os.path.join(path, "checkpoint")):
+            return None  # (no TensorFlow needed to see that a directory holds no TF checkpoint)
+        tf = require_tensorflow(f"reading the TensorFlow checkpoint in {path}")
         return tf.train.latest_checkpoint(path)
     if path.endswith(".index") and os.path.exists(path):
         return path[: -len(".index")]
@@ -52,7 +54,7 @@ def checkpoint_prefix(path: str) -> str | None:
 
 
 def _tf_reader(path: str):
-    import tensorflow as tf
+    tf = require_tensorflow(f"reading the TensorFlow checkpoint {path}")
 
     prefix = checkpoint_prefix(path)
     if prefix is None:
