@@ -42,6 +42,15 @@ def _check_dataset(ds_id, path: str, name: str) -> None:
 
 def refuse_risky(f: h5py.File, path: str) -> None:
     """Walk every link without following it; raise StoreError on the first risky one."""
+    try:
+        _walk(f, path)
+    except StoreError:
+        raise
+    except Exception as e:  # a damaged tree: h5py raises KeyError, OSError, RuntimeError, ValueError
+        raise StoreError(path, f"damaged HDF5 structure ({type(e).__name__}: {e})") from None
+
+
+def _walk(f: h5py.File, path: str) -> None:
     stack = ["/"]
     while stack:
         gname = stack.pop()
