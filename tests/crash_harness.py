@@ -94,8 +94,10 @@ def check(directory: str, reported: int | None) -> str | None:
     return None
 
 
-def run(kills: int, writers: int = 1, seed: int = 0, directory: str | None = None, log=print) -> list[str]:
-    """Returns the list of failures (empty: every round was sound)."""
+def run(kills: int, writers: int = 1, seed: int = 0, directory: str | None = None, log=print,
+        stats: dict | None = None) -> list[str]:
+    """Returns the list of failures (empty: every round was sound); ``stats`` gets the count of kills that
+    landed in the middle of a write (``mid_write``)."""
     rnd = random.Random(seed)
     directory = directory or tempfile.mkdtemp(prefix="growstage-crash-")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -119,6 +121,8 @@ def run(kills: int, writers: int = 1, seed: int = 0, directory: str | None = Non
         problem = check(directory, reported if writers == 1 else None)
         if problem:
             failures.append(f"kill {k}: {problem}")
+    if stats is not None:
+        stats["mid_write"] = mid_write
     log(f"{kills} kills of {writers} writer(s) in {time.perf_counter() - t0:.0f} s, {mid_write} of them in the "
         f"middle of a write (a temporary file was left): {len(failures)} failures; directory {directory}")
     return failures

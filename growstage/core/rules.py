@@ -70,10 +70,6 @@ class Rules:
             return cls(**rules)
         raise GrowstageError(f"rules must be a growstage.Rules or a dict, not a {type(rules).__name__}")
 
-    def is_empty(self) -> bool:
-        return not (self.exact or self.scopes or self._regex or self.strip_prefix or self.add_prefix
-                    or self.ignore_params or self.ignore_params_prefixes)
-
     def _rename(self, name: str, hits: dict[str, int]) -> tuple[list[str], str]:
         if name in self.exact:
             hits[f"exact {name!r}"] += 1

@@ -16,22 +16,17 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from growstage.core.errors import GrowstageError, UnknownNameError
 from growstage.core.resize import Split, whole_split
+from growstage.core.vocab import Role
 
-# Axis roles (see DESIGN.md): what an axis of a param is tied to.
-UNITS = "units"          # this layer's own units
-INPUT = "input"          # the units of the layer(s) feeding this one
-GATES = "gates"          # gate blocks x own units (LSTM/GRU)
-HEADS = "heads"          # attention heads
-HEAD_DIM = "head_dim"    # size per head
-SPATIAL = "spatial"      # conv kernel window
-VOCAB = "vocab"          # embedding rows
-OTHER = "other"          # anything else (kept as a whole)
+# Axis roles (see DESIGN.md and :class:`~growstage.core.vocab.Role`), also importable from here.
+UNITS, INPUT, GATES, HEADS = Role.UNITS, Role.INPUT, Role.GATES, Role.HEADS
+HEAD_DIM, SPATIAL, VOCAB, OTHER = Role.HEAD_DIM, Role.SPATIAL, Role.VOCAB, Role.OTHER
 
 
 @dataclass
@@ -69,9 +64,6 @@ class Param:
             return v.read()
         return np.asarray(v)
 
-    def split_or_whole(self) -> Split:
-        return self.split if self.split is not None else whole_split(self.shape)
-
 
 @dataclass
 class Snapshot(Mapping):
@@ -83,6 +75,8 @@ class Snapshot(Mapping):
     layers: dict[str, dict[str, Param]]
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    path: str | None = None  # the file it reads from, if any
+    closer: Callable[[], None] | None = field(default=None, repr=False, compare=False)  # releases that file
 
     def __getitem__(self, layer: str) -> dict[str, Param]:
         try:
@@ -114,9 +108,8 @@ class Snapshot(Mapping):
 
     def close(self) -> None:
         """Release a backing file, if any."""
-        closer = self.meta.get("_close")
-        if callable(closer):
-            closer()
+        if self.closer is not None:
+            self.closer()
 
     def __enter__(self) -> "Snapshot":
         return self

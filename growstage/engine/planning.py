@@ -13,33 +13,18 @@ Example::
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from functools import cached_property
+from typing import Any, Callable
 
-import numpy as np
-
-from growstage.framework.adapters.graph import LayerInfo, describe
-from growstage.core.errors import GrowstageError, PlanError, ShapeError, did_you_mean
-from growstage.core.growth import PRESERVING
-from growstage.engine.report import PlanRow, render_json, render_table
-from growstage.core.resize import derive_split
-from growstage.engine.sources import apply_rules, edit_values, load_missing, resolve_source
+from growstage.core.errors import PlanError
 from growstage.core.values import Snapshot
-
-MODES = ("exact", "ifpossible", "subset", "reset")
-FILLS = ("init", "zeros") + PRESERVING
-
-
-def _check_fill(fill: Any, where: str) -> None:
-    if isinstance(fill, str) and fill not in FILLS:
-        raise GrowstageError(f"unknown fill {fill!r} for {where}{did_you_mean(fill, FILLS)} "
-                             f"(fills: {', '.join(FILLS)}, a number, or a callable (shape, dtype) -> array)")
-
-
-def _fill_label(fill: Any) -> str:
-    return fill if isinstance(fill, str) else ("callable" if callable(fill) else repr(fill))
+from growstage.engine.options import TransferOptions
+from growstage.engine.planner import Planner
+from growstage.engine.report import PlanRow, render_json, render_table
+from growstage.engine.sources import apply_rules, edit_values, resolve_source
+from growstage.framework.adapters.graph import LayerInfo, describe
 
 
 @dataclass
@@ -49,13 +34,19 @@ class Plan:
     rows: list[PlanRow]
     source: Snapshot
     targets: dict[str, LayerInfo]
-    customs: dict[str, Callable] = field(default_factory=dict)
-    fills: dict[str, Any] = field(default_factory=dict)
+    options: TransferOptions = field(default_factory=TransferOptions)
     notes: list[str] = field(default_factory=list)
-    fill_seed: int = 0
-    fill_noise: float = 0.0
-    on_nonfinite: str = "report"
-    pending: Any = None  # variables of a deferred build (adapters.deferred), filled by apply()
+    pending: Any = None  # variables of a deferred build (framework.variables), filled by apply()
+    source_path: str | None = None  # the file the source came from, for error messages
+
+    @cached_property
+    def customs(self) -> dict[str, Callable]:
+        """Target layers whose values a custom importer computes."""
+        return {n: c for n, c in self.options.custom_param_importer.items() if callable(c)}
+
+    @cached_property
+    def fills(self) -> dict[str, Any]:
+        return {n: self.options.fill_for(n) for n in self.targets}
 
     def table(self, *, collapse_layers: bool = True) -> str:
         return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)
@@ -76,33 +67,11 @@ class Plan:
         return self._index.get(layer, [])
 
 
-def _action_for_shapes(old_split, new_split) -> tuple[str, str]:
-    grew, shrank = [], []
-    for axis, (o, n) in enumerate(zip(old_split, new_split)):
-        if any(b > a for a, b in zip(o, n)):
-            grew.append(axis)
-        if any(b < a for a, b in zip(o, n)):
-            shrank.append(axis)
-    parts = []
-    if shrank:
-        parts.append("sliced axis " + ",".join(map(str, shrank)))
-    if grew:
-        parts.append("padded axis " + ",".join(map(str, grew)))
-    blocks = [len(n) for n in new_split if len(n) > 1]
-    if blocks:
-        parts.append("block-wise " + "x".join(map(str, blocks)))
-    return ("padded" if grew else "sliced"), ", ".join(parts)
-
-
-def plan(
-    source: Any,
-    model: Any,
-    *,
-    on_values: Callable[[dict], dict | None] | None = None,
-    allow_auto_names: bool = False,
-    **options: Any,
-) -> Plan:
+def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwargs: Any) -> Plan:
     """Plan moving ``source`` into ``model``; raises :class:`PlanError` listing every problem.
+
+    Options come as keywords or as a :class:`~growstage.TransferOptions` (keywords override it).
+    ``mode`` defaults to ``exact``: any shape change is an error until you choose how to adapt it.
 
     ``source``: a Snapshot, a growstage HDF5 path, a Keras model or a values dict.
     ``mode``: ``exact`` | ``ifpossible`` | ``subset`` | ``reset`` (RETURNN's
@@ -128,228 +97,41 @@ def plan(
     ``on_nonfinite``: ``report`` (default: NaN/Inf source values are copied and
     counted in the report's notes) or ``error`` (the transfer fails, nothing changes).
     """
-    known = [k for k in inspect.signature(plan_for).parameters if k not in ("src", "targets")]
-    extra = ["on_values", "allow_auto_names", "rules", "source_model"]
-    for key in options:
-        if key not in known + extra:
-            raise GrowstageError(f"unknown option {key!r}{did_you_mean(key, known + extra)}")
-    rules, source_model = options.pop("rules", None), options.pop("source_model", None)
-    src = resolve_source(source, allow_auto_names=allow_auto_names, naming_model=source_model or model)
-    targets = describe(model, allow_auto_names=allow_auto_names)
-    if rules is not None or not isinstance(source, Snapshot) and isinstance(source, (str, os.PathLike)):
-        src = apply_rules(src, rules, targets)
-    if on_values is not None:
-        src = edit_values(src, on_values)
+    opts = TransferOptions.from_kwargs(options, **kwargs)
+    if not hasattr(model, "layers") and hasattr(model, "weights"):
+        from growstage.core.errors import GrowstageError
+
+        raise GrowstageError(f"model: {type(model).__name__} {getattr(model, 'name', '')!r} is a layer, not a model; "
+                             "pass the model that holds it, or use set_param_values_by_dict(layer, values)")
+    src = resolve_source(source, allow_auto_names=opts.allow_auto_names, naming_model=opts.source_model or model)
+    targets = describe(model, allow_auto_names=opts.allow_auto_names)
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if opts.rules is not None or path is not None and not isinstance(source, Snapshot):
+        src = apply_rules(src, opts.rules, targets)
+    if opts.on_values is not None:
+        src = edit_values(src, opts.on_values)
     try:
-        return plan_for(src, targets, **options)
+        p = plan_for(src, targets, opts)
     except PlanError as e:
-        if e.source is None and src.meta.get("_path"):
-            raise PlanError(e.problems, source=str(src.meta["_path"])) from None
+        if e.source is None and (path or src.path):
+            raise PlanError(e.problems, source=str(path or src.path)) from None
         raise
+    p.source_path = path or src.path
+    return p
 
 
-def plan_for(
-    src: Snapshot,
-    targets: dict[str, LayerInfo],
-    *,
-    mode: str = "exact",
-    fill: Any = "init",
-    modes: Mapping[str, str] | None = None,
-    fills: Mapping[str, Any] | None = None,
-    custom_param_importer: Mapping[str, Callable | str] | None = None,
-    rename: Mapping[str, str] | None = None,
-    ignore: Iterable[str] = (),
-    ignore_missing: bool = False,
-    ignore_unused: bool = False,
-    allow_new_layers: bool = False,
-    allow_cast: bool = False,
-    custom_missing_load_func: Callable[[str, tuple, Any], Any] | None = None,
-    fill_seed: int = 0,
-    fill_noise: float = 0.0,
-    on_nonfinite: str = "report",
-) -> Plan:
+def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOptions | None = None,
+             **kwargs: Any) -> Plan:
     """:func:`plan` on an already resolved source and described target layers (options as there)."""
-    modes, fills = dict(modes or {}), dict(fills or {})
-    customs_in = dict(custom_param_importer or {})
-    rename, ignore = dict(rename or {}), list(ignore)
-    problems: list[str] = []
-
-    def unknown(kind: str, name: str, pool: Iterable[str], option: str) -> None:
-        problems.append(f"{option}: unknown {kind} {name!r}{did_you_mean(name, pool)}")
-
-    for m in [mode, *modes.values(), *(v for v in customs_in.values() if isinstance(v, str))]:
-        if m not in MODES:
-            raise GrowstageError(f"unknown mode {m!r}{did_you_mean(m, MODES)} (modes: {', '.join(MODES)})")
-    _check_fill(fill, "fill")
-    if on_nonfinite not in ("report", "error"):
-        raise GrowstageError(f"on_nonfinite must be 'report' or 'error', not {on_nonfinite!r}")
-    for option, mapping in (("modes", modes), ("fills", fills), ("custom_param_importer", customs_in)):
-        for name in mapping:
-            if name not in targets:
-                unknown("target layer", name, targets, option)
-    for name, f in fills.items():
-        _check_fill(f, f"fills[{name!r}]")
-    for old, new in rename.items():
-        if old not in src.layers:
-            unknown("source layer", old, src.layers, "rename")
-        if new not in targets:
-            unknown("target layer", new, targets, "rename")
-    src_keys = set(src.keys_flat())
-    ignored_layers, ignored_keys = set(), set()
-    for item in ignore:
-        if item in src.layers:
-            ignored_layers.add(item)
-        elif item in src_keys:
-            ignored_keys.add(item)
-        else:
-            unknown("source layer or param", item, list(src.layers) + sorted(src_keys), "ignore")
-
-    customs: dict[str, Callable] = {}
-    for name, c in customs_in.items():
-        if isinstance(c, str):
-            modes[name] = c
-        elif callable(c):
-            customs[name] = c
-        else:
-            problems.append(f"custom_param_importer[{name!r}] is a {type(c).__name__}; give a callable or a mode string")
-
-    inv_rename = {new: old for old, new in rename.items()}
-
-    def source_layer_of(lname: str) -> str | None:
-        s_name = inv_rename.get(lname, lname)
-        return None if s_name in rename and rename[s_name] != lname else s_name
-
-    if custom_missing_load_func is not None:
-        src = load_missing(src, targets, source_layer_of, custom_missing_load_func)
-    used: set[str] = set()
-    rows: list[PlanRow] = []
-    growth_notes: list[str] = []
-
-    starts: dict = {}  # new layer -> (action, reason), decided once per layer
-    new_layers = {l for l in targets if allow_new_layers and (source_layer_of(l) not in src.layers
-                                                              or source_layer_of(l) in ignored_layers)}
-
+    opts = TransferOptions.from_kwargs(options, **kwargs)
+    planner = Planner(src, targets, opts)
+    planner.check_names()
+    planner.prepare()
     for lname, info in targets.items():
-        src_lname = source_layer_of(lname)  # None: this source layer was renamed away to another target
-        src_layer = src.layers.get(src_lname) if src_lname is not None and src_lname not in ignored_layers else None
-        lmode = modes.get(lname, mode)
-        lfill = fills.get(lname, fill)
-        if lname in customs:
-            for key in (f"{src_lname}/{p}" for p in (src_layer or {})):
-                if key not in ignored_keys:
-                    used.add(key)
-            for spec in info.params:
-                rows.append(PlanRow(lname, spec.name, f"{src_lname}/{spec.name}" if src_layer and spec.name in src_layer else None,
-                                    "custom", None, spec.shape, "custom_param_importer", mode="custom"))
-            continue
-        for spec in info.params:
-            key = f"{src_lname}/{spec.name}"
-            prm = src_layer.get(spec.name) if src_layer is not None and key not in ignored_keys else None
-            base = dict(new_shape=spec.shape, new_split=spec.split, mode=lmode)
-            if lmode == "reset":
-                if prm is not None:
-                    used.add(key)
-                rows.append(PlanRow(lname, spec.name, key if prm is not None else None, "kept-init",
-                                    prm.shape if prm is not None else None, reason="mode reset", **base))
-                continue
-            if prm is None:
-                if allow_new_layers and src_layer is None:
-                    rows.append(_new_layer_row(targets, lname, spec, lfill, new_layers, base, starts))
-                elif ignore_missing:
-                    rows.append(PlanRow(lname, spec.name, None, "kept-init", reason="no source (ignore_missing)", **base))
-                else:
-                    pool = sorted(src_keys)
-                    problems.append(f"target param {lname}/{spec.name} gets no value: the source has no {key!r}"
-                                    f"{did_you_mean(key, pool)}; pass ignore_missing=True to keep its init, "
-                                    "or rename= to map a source layer onto it")
-                continue
-            used.add(key)
-            if prm.dtype != np.dtype(spec.variable.dtype):
-                if not allow_cast:
-                    problems.append(f"{lname}/{spec.name}: source dtype {prm.dtype} differs from target dtype "
-                                    f"{np.dtype(spec.variable.dtype)}; pass allow_cast=True to convert")
-                    continue
-                growth_notes.append(f"{lname}/{spec.name}: cast {prm.dtype} -> {np.dtype(spec.variable.dtype)}")
-            if prm.shape == spec.shape:
-                rows.append(PlanRow(lname, spec.name, key, "copied", prm.shape, old_split=prm.split, **base))
-                continue
-            if lmode == "exact":
-                problems.append(f"{lname}/{spec.name}: shape {prm.shape} -> {spec.shape} under mode 'exact'; "
-                                "use mode='subset' to slice/pad block-wise or 'ifpossible' to keep the init")
-                continue
-            if lmode == "ifpossible":
-                rows.append(PlanRow(lname, spec.name, key, "kept-init", prm.shape,
-                                    reason="shape differs; ifpossible keeps the init", **base))
-                continue
-            # subset
-            if len(prm.shape) != len(spec.shape):
-                problems.append(f"{lname}/{spec.name}: cannot resize {prm.shape} to {spec.shape} (rank differs)")
-                continue
-            derived = prm.split is None
-            try:
-                old_split = derive_split(spec.split, prm.shape) if derived else prm.split
-            except ShapeError as e:
-                problems.append(f"{lname}/{spec.name}: {e}")
-                continue
-            mism = [a for a, (o, n) in enumerate(zip(old_split, spec.split)) if len(o) != len(n)]
-            if mism:
-                problems.append(f"{lname}/{spec.name}: axis {mism[0]} has blocks {old_split[mism[0]]} in the source "
-                                f"but {spec.split[mism[0]]} in the target; give a custom_param_importer for this layer")
-                continue
-            action, reason = _action_for_shapes(old_split, spec.split)
-            if action == "padded" and lfill in PRESERVING:
-                problems.extend(_check_growth(lname, spec.name, lfill, old_split, spec.split))
-                if info.kind == "LayerNormalization" and lfill != "double":
-                    growth_notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {lfill!r} the old "
-                                        "units' outputs change (mean and variance include the new units); "
-                                        "fill='double' keeps them exactly")
-            rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
-                                fill=_fill_label(lfill) if action == "padded" else None, split_derived=derived, **base))
-
-    target_keys = [f"{l}/{p.name}" for l, i in targets.items() for p in i.params]
-    for lname, params in src.layers.items():
-        for pname, prm in params.items():
-            key = f"{lname}/{pname}"
-            if key in used:
-                continue
-            if lname in ignored_layers or key in ignored_keys:
-                rows.append(PlanRow(None, pname, key, "ignored", prm.shape, reason="in ignore list"))
-            elif ignore_unused:
-                rows.append(PlanRow(None, pname, key, "unused", prm.shape, reason="no target (ignore_unused)"))
-            else:
-                problems.append(f"source param {key} has no home in the target{did_you_mean(key, target_keys)}; "
-                                "list it in ignore=[...], pass ignore_unused=True, or rename= its layer")
-    if problems:
-        raise PlanError(problems)
-    notes = list(dict.fromkeys(list(src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
-                               + growth_notes))
-    return Plan(rows, src, targets, customs, {n: fills.get(n, fill) for n in targets}, notes,
-                fill_seed=int(fill_seed), fill_noise=float(fill_noise), on_nonfinite=on_nonfinite)
-
-
-def _new_layer_row(targets: dict[str, LayerInfo], lname: str, spec: Any, fill: Any, new_layers: set[str],
-                   base: dict, starts: dict) -> PlanRow:
-    if not (isinstance(fill, str) and fill in PRESERVING):
-        return PlanRow(lname, spec.name, None, "kept-init", reason="new layer", **base)
-    from growstage.framework.adapters.deepen import new_layer_start, zeroed_params
-
-    if "_ids" not in starts:
-        starts["_ids"] = {id(targets[n].layer) for n in new_layers}
-    if lname not in starts:
-        starts[lname] = new_layer_start(targets, lname, new_layers, new_ids=starts["_ids"])
-    action, reason = starts[lname]
-    if action == "zeroed" and spec.name not in zeroed_params(targets[lname]):
-        action = "kept-init"
-    return PlanRow(lname, spec.name, None, action, reason=reason, fill=fill, **base)
-
-
-def _check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> list[str]:
-    out = []
-    for axis, (o_blocks, n_blocks) in enumerate(zip(old_split, new_split)):
-        for o, n in zip(o_blocks, n_blocks):
-            if n > o and o == 0:
-                out.append(f"{lname}/{pname}: fill {fill!r} copies old units, but axis {axis} grows from 0")
-            elif n > o and fill == "double" and n != 2 * o:
-                out.append(f"{lname}/{pname}: fill 'double' needs each grown block exactly doubled; axis {axis} has "
-                           f"a block {o} -> {n}; use fill='net2net' or 'preserve' for other factors")
-    return out
+        planner.plan_layer(lname, info)
+    planner.unused_rows()
+    if planner.problems:
+        raise PlanError(planner.problems)
+    notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
+                               + planner.notes))
+    return Plan(planner.rows, planner.src, targets, opts, notes)

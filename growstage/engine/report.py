@@ -15,7 +15,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-ACTIONS = ("copied", "sliced", "padded", "identity", "zeroed", "kept-init", "custom", "ignored", "unused")
+from growstage.core.vocab import Action
+
+ACTIONS = tuple(a.value for a in Action)
 
 
 @dataclass
@@ -34,6 +36,9 @@ class PlanRow:
     mode: str | None = None
     fill: str | None = None
     split_derived: bool = False
+
+    def __post_init__(self) -> None:
+        self.action = Action(self.action).value  # a plain str: one of the vocabulary's actions
 
     @property
     def target(self) -> str | None:
@@ -139,6 +144,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     bytes_written: int = 0
+    plan: Any = field(default=None, repr=False, compare=False)  # the plan carried out (optimizer state follows it)
 
     def table(self, *, collapse_layers: bool = True) -> str:
         return render_table(self.rows, collapse_layers=collapse_layers, notes=self.notes)

@@ -81,7 +81,9 @@ def apply_rules(src: Snapshot, rules: Any, layer_names: Iterable[str]) -> Snapsh
     notes = list(src.notes)
     if result.ignored:
         notes.append(f"{len(result.ignored)} source params dropped by ignore rules")
-    return snapshot_from_flat({t: flat[s] for t, s in result.targets.items()}, layer_names, meta=src.meta, notes=notes)
+    out = snapshot_from_flat({t: flat[s] for t, s in result.targets.items()}, layer_names, meta=src.meta, notes=notes)
+    out.path, out.closer = src.path, src.closer
+    return out
 
 
 def edit_values(src: Snapshot, on_values: Callable) -> Snapshot:
@@ -97,7 +99,7 @@ def edit_values(src: Snapshot, on_values: Callable) -> Snapshot:
             old = src.layers.get(lname, {}).get(pname)
             keep = old is not None and old.shape == arr.shape
             layers[lname][pname] = Param(arr, split=old.split if keep else None, roles=old.roles if keep else None)
-    return Snapshot(layers, meta=src.meta, notes=src.notes)
+    return Snapshot(layers, meta=src.meta, notes=src.notes, path=src.path, closer=src.closer)
 
 
 def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: Callable[[str], str | None],
@@ -105,7 +107,7 @@ def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: 
     """Ask ``func(name, shape, reader)`` for every target param the source lacks (RETURNN's hook)."""
     from growstage.io.readers import from_snapshot
 
-    reader = from_snapshot(Snapshot(src.layers, meta={}), str(src.meta.get("_path", "<source>")))
+    reader = from_snapshot(Snapshot(src.layers, meta={}), src.path or "<source>")
     layers = {l: dict(ps) for l, ps in src.layers.items()}
     notes = list(src.notes)
     for lname, info in targets.items():
@@ -119,4 +121,4 @@ def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: 
             if value is not None:
                 layers.setdefault(src_lname, {})[spec.name] = Param(np.asarray(value))
                 notes.append(f"{lname}/{spec.name}: value from custom_missing_load_func")
-    return Snapshot(layers, meta=src.meta, notes=notes)
+    return Snapshot(layers, meta=src.meta, notes=notes, path=src.path, closer=src.closer)

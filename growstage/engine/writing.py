@@ -30,8 +30,10 @@ from growstage.core.growth import for_row
 from growstage.core.resize import resize
 from growstage.framework.variables import UndoLog, read_variable
 from growstage.core.values import Param, as_snapshot
+from growstage.core.vocab import Action, Fill, Mode
+from growstage.engine.options import TransferOptions
 
-WRITES = ("copied", "sliced", "padded")
+WRITES = Action.writes()
 
 
 @dataclass
@@ -77,7 +79,7 @@ def _check_finite(p: Plan, row: PlanRow, old: np.ndarray, notes: list[str]) -> N
     bad = old.size - int(np.count_nonzero(np.isfinite(old)))
     if bad:
         msg = f"{row.source}: {bad} non-finite source values (NaN/Inf)"
-        if p.on_nonfinite == "error":
+        if p.options.on_nonfinite == "error":
             raise GrowstageError(msg + " and on_nonfinite='error'")
         notes.append(msg)
 
@@ -89,8 +91,8 @@ def _reads_init(p: Plan, row: PlanRow) -> bool:
         return False
     if row.action == "kept-init" or row.layer in p.customs:
         return True
-    fill = p.fills.get(row.layer, "init")
-    return row.action == "padded" and isinstance(fill, str) and fill in ("init", "preserve")
+    fill = p.options.fill_for(row.layer)
+    return row.action == Action.PADDED and isinstance(fill, str) and fill in (Fill.INIT, Fill.PRESERVE)
 
 
 def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: list[str]) -> Any:
@@ -104,11 +106,11 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: lis
             return tensor  # a snapshot of a live model: the new variable shares the buffer, no copy
         new = old
     else:
-        fill = p.fills.get(row.layer, "init")
+        fill = p.options.fill_for(row.layer)
         current = undo.current(spec.variable) if _reads_init(p, row) else np.zeros((), target_dtype)
-        gm = for_row(row, spec.roles, fill, p.fill_seed)
+        gm = for_row(row, spec.roles, fill, p.options.fill_seed)
         if gm is not None:
-            new = gm.apply(old, fresh_value=current, noise=p.fill_noise, seed=p.fill_seed)
+            new = gm.apply(old, fresh_value=current, noise=p.options.fill_noise, seed=p.options.fill_seed)
         else:
             # resize() copies the fill array, so ``current`` stays intact as the undo value.
             new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
@@ -150,7 +152,7 @@ def apply(p: Plan) -> Report:
         undo.finish()
     except BaseException as e:
         undo.fail(e, f"transfer failed in layer {current!r}")
-    return Report(list(p.rows), list(p.notes) + notes, time.perf_counter() - t0, written)
+    return Report(list(p.rows), list(p.notes) + notes, time.perf_counter() - t0, written, plan=p)
 
 
 def write_all(writes: Iterable[tuple[str, Any, Callable[[], np.ndarray]]]) -> int:
@@ -172,23 +174,24 @@ def _run_custom(p: Plan, lname: str, info: LayerInfo, undo: UndoLog) -> None:
     rows = p.rows_for(lname)
     src_names = {r.source_layer for r in rows if r.source}
     src_layer = p.source.layers.get(next(iter(src_names)), {}) if src_names else p.source.layers.get(lname, {})
-    ctx = ImportContext(lname, {s.name: s for s in info.params}, src_layer, p.fills.get(lname, "init"), undo)
+    ctx = ImportContext(lname, {s.name: s for s in info.params}, src_layer, p.options.fill_for(lname), undo)
     values = {name: prm.read() for name, prm in src_layer.items()}
     p.customs[lname](info.layer, values, context=ctx)
 
 
-def transfer(source: Any, model: Any, **options: Any) -> Report:
-    """Plan and apply: move ``source`` into ``model``.  Options as for :func:`growstage.plan`.
+def transfer(source: Any, model: Any, options: TransferOptions | None = None, **kwargs: Any) -> Report:
+    """Plan and apply: move ``source`` into ``model``.  Options as for :func:`growstage.plan`
+    (keywords, or a :class:`~growstage.TransferOptions`); the default mode is ``exact``.
 
     Raises :class:`~growstage.PlanError` (nothing changed) when the plan is
     invalid and :class:`~growstage.TransferError` (everything restored) when
     writing fails.
     """
-    return apply(plan(source, model, **options))
+    return apply(plan(source, model, options, **kwargs))
 
 
-def rebuild(build: Callable[[], Any], source: Any, *, init_threads: int | None = None,
-            **options: Any) -> tuple[Any, Report]:
+def rebuild(build: Callable[[], Any], source: Any, options: TransferOptions | None = None, *,
+            init_threads: int | None = None, **kwargs: Any) -> tuple[Any, Report]:
     """``build()`` a model without running the initializers the transfer overwrites, then move
     ``source`` into it: the fast stage transition.  Options as for :func:`growstage.plan`.
 
@@ -208,10 +211,11 @@ def rebuild(build: Callable[[], Any], source: Any, *, init_threads: int | None =
     """
     from growstage.framework.variables import deferred_init
 
+    opts = TransferOptions.from_kwargs(options, **kwargs)  # bad options fail before anything is built
     with deferred_init(init_threads) as pending:
         model = build()
     try:
-        p = plan(source, model, **options)
+        p = plan(source, model, opts)
     except BaseException:
         pending.materialize_all()
         raise
@@ -219,8 +223,8 @@ def rebuild(build: Callable[[], Any], source: Any, *, init_threads: int | None =
     return model, apply(p)
 
 
-def set_param_values_by_dict(layer: Any, values: dict[str, Any], *, mode: str = "exact", fill: Any = "init",
-                             ignore_missing: bool = False, ignore_unused: bool = False,
+def set_param_values_by_dict(layer: Any, values: dict[str, Any], *, mode: str = Mode.EXACT,
+                             fill: Any = Fill.INIT, ignore_missing: bool = False, ignore_unused: bool = False,
                              allow_cast: bool = False) -> Report:
     """Set one layer's params from ``{param_name: array}`` (RETURNN's method of the same name).
 

@@ -19,13 +19,18 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from growstage.core.resize import resize
 from growstage.core.growth import for_row
+from growstage.core.errors import GrowstageError
+from growstage.core.vocab import Action
 from growstage.framework.adapters.graph import describe
+from growstage.framework.variables import UndoLog, read_variable
+
+_CARRIED = (Action.COPIED, Action.SLICED, Action.PADDED, Action.CUSTOM)
 
 
 def slot_power(family: str) -> int:
@@ -64,8 +69,8 @@ def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_name
             continue
         entry = slots.setdefault(key[0], {}).setdefault(key[1], {})
         for fam, vs in fams.items():
-            entry[fam] = np.array(vs[i].numpy())
-    return {"iterations": int(opt.iterations.numpy()), "slots": slots, "class": type(opt).__name__}
+            entry[fam] = np.array(read_variable(vs[i]))
+    return {"iterations": int(read_variable(opt.iterations)), "slots": slots, "class": type(opt).__name__}
 
 
 def ensure_built(model: Any) -> Any:
@@ -76,7 +81,7 @@ def ensure_built(model: Any) -> Any:
 
 
 def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False) -> dict[str, int]:
-    """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan).
+    """Write ``state`` into ``model.optimizer`` following ``plan`` (the param transfer's plan); all or nothing.
 
     Returns counts per outcome.  With ``reset=True``, or when the new stage
     uses another optimizer class, slots stay zero and the iteration count
@@ -86,7 +91,18 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
     counts = {"slots_written": 0, "slots_zero": 0}
     if reset or (state.get("class") and state["class"] != type(opt).__name__):
         return counts
-    opt.iterations.assign(state["iterations"])
+    undo = UndoLog()
+    try:
+        undo.write(opt.iterations, np.asarray(state["iterations"], np.dtype(opt.iterations.dtype)), "iterations")
+        for var, value, label in _slot_values(state, plan, opt, counts):
+            undo.write(var, value, label)
+    except BaseException as e:
+        undo.fail(e, "optimizer state transfer failed")
+    return counts
+
+
+def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int]) -> Iterator[tuple[Any, np.ndarray, str]]:
+    """``(slot variable, new value, label)`` for every slot whose param has a source."""
     fams = _slot_families(opt)
     keys = _param_keys(plan.targets)  # the plan already described this model
     index = {keys[id(tv)]: i for i, tv in enumerate(opt._trainable_variables) if id(tv) in keys}
@@ -95,10 +111,11 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
             continue
         i = index[(row.layer, row.param)]
         src = None
-        if row.source is not None and row.action in ("copied", "sliced", "padded", "custom"):
+        if row.source is not None and row.action in _CARRIED:
             src = state["slots"].get(row.source_layer, {}).get(row.param)
         # one map per param, for all its slot families
-        gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.fills.get(row.layer), plan.fill_seed)
+        gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.options.fill_for(row.layer),
+                     plan.options.fill_seed)
         for fam, vs in fams.items():
             var = vs[i]
             if src is None or fam not in src:
@@ -111,6 +128,33 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
                 new = gm.apply(old, fresh_value=None, power=slot_power(fam))
             else:
                 new = resize(old, tuple(var.shape), old_split=row.old_split, new_split=row.new_split, fill=0)
-            var.assign(new.astype(np.dtype(var.dtype), copy=False))
             counts["slots_written"] += 1
-    return counts
+            yield var, new.astype(np.dtype(var.dtype), copy=False), f"{row.target}:{fam}"
+
+
+def transfer_optimizer(source: Any, model: Any, report: Any, *, reset: bool = False) -> dict[str, int]:
+    """Carry optimizer state across a manual rebuild, as :func:`growstage.fit` does at a stage boundary.
+
+    ``source``: the old model (its optimizer built) or ``optimizer_state(old_model)``; ``model``: the
+    new, compiled model; ``report``: what :func:`~growstage.transfer` or :func:`~growstage.rebuild`
+    returned for the params (slots follow the same plan: copied, sliced, padded with zeros, or
+    mapped like their param under a function-preserving fill).  Returns counts per outcome.
+
+    Example::
+
+        >>> import keras, growstage
+        >>> def build(n):
+        ...     m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(n, name="out")])
+        ...     m.compile(optimizer="adam", loss="mse")
+        ...     return m
+        >>> old = build(2); old.optimizer.build(old.trainable_variables)
+        >>> new, report = growstage.rebuild(lambda: build(3), old, mode="subset")
+        >>> growstage.transfer_optimizer(old, new, report)
+        {'slots_written': 4, 'slots_zero': 0}
+    """
+    plan = getattr(report, "plan", None)
+    if plan is None:
+        raise GrowstageError("report: pass the Report that transfer() or rebuild() returned for this model "
+                             f"(got {type(report).__name__})")
+    state = source if isinstance(source, dict) else optimizer_state(source)
+    return transfer_optimizer_state(state, plan, model, reset=reset)

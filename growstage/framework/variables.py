@@ -39,7 +39,7 @@ def _variable_class() -> type | None:
         from keras.src.backend.tensorflow.core import Variable
     except ImportError:
         return None
-    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer"))
+    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer", "_deferred_initialize"))
     return Variable if ok else None
 
 
@@ -57,7 +57,7 @@ def read_tensor(variable: Any) -> Any:
 
 
 def tensor_view(tensor: Any) -> np.ndarray:
-    arr = tensor._numpy()  # shares the tensor's buffer; read-only, since the buffer may be a variable's
+    arr = np.asarray(tensor._numpy())  # shares the tensor's buffer; read-only, since the buffer may be a variable's
     arr.flags.writeable = False
     return arr
 
@@ -76,7 +76,7 @@ def host_tensor(value: np.ndarray, dtype: Any) -> Any:
     """
     if hasattr(value, "_numpy") and np.dtype(value.dtype.as_numpy_dtype) == np.dtype(dtype):
         return value  # already a tensor: a new variable shares its buffer until one of them is written
-    arr = np.ascontiguousarray(value, dtype=np.dtype(dtype))
+    arr = np.asarray(value, dtype=np.dtype(dtype), order="C")  # (ascontiguousarray would make a 0-d value 1-d)
     try:
         import tensorflow as tf
         from tensorflow.python.eager import context
@@ -101,6 +101,15 @@ class Pending:
     def record(self, variable: Any, initializer: Any) -> None:
         self._vars[id(variable)] = variable
         self._inits[id(variable)] = initializer
+        # Keras reads an uninitialised variable as its initializer's value (a placeholder): a model
+        # that build() calls on data (subclassed models) runs; the value read is not kept.
+        variable._initializer = initializer
+        if not hasattr(variable, "_value"):
+            variable._value = None
+
+    def _done(self, variable: Any) -> None:
+        del self._vars[id(variable)]
+        variable._initializer = None
 
     def is_pending(self, variable: Any) -> bool:
         return id(variable) in self._vars
@@ -108,12 +117,12 @@ class Pending:
     def set(self, variable: Any, value: np.ndarray) -> None:
         """Create the variable from ``value`` (its initializer never runs)."""
         variable._initialize(host_tensor(value, variable.dtype))
-        del self._vars[id(variable)]
+        self._done(variable)
 
     def materialize(self, variable: Any) -> None:
         if id(variable) in self._vars:
             variable._initialize_with_initializer(self._inits[id(variable)])
-            del self._vars[id(variable)]
+            self._done(variable)
 
     def materialize_many(self, variables: list[Any]) -> None:
         """Materialize several at once: initializers seeded with a plain int are pure functions, so
@@ -130,7 +139,7 @@ class Pending:
             with ThreadPoolExecutor(max_workers=min(len(pure), self.threads)) as pool:
                 for v, val in zip(pure, pool.map(value, pure)):
                     v._initialize(val)
-                    del self._vars[id(v)]
+                    self._done(v)
         for v in todo:
             self.materialize(v)
 
@@ -157,17 +166,24 @@ def deferred_init(threads: int | None = None) -> Iterator[Pending]:
     if cls is None:
         yield pending
         return
-    original = cls._initialize_with_initializer
+    original, original_deferred = cls._initialize_with_initializer, cls._deferred_initialize
 
     def record(self: Any, initializer: Any) -> None:
         pending.record(self, initializer)
 
-    cls._initialize_with_initializer = record
+    def deferred(self: Any) -> None:
+        # Keras's own deferral (variables made in a stateless scope) clears _initializer afterwards;
+        # a variable still pending here needs it for the placeholder read
+        original_deferred(self)
+        if pending.is_pending(self):
+            self._initializer = pending.initializer(self)
+
+    cls._initialize_with_initializer, cls._deferred_initialize = record, deferred
     pending.active = True
     try:
         yield pending
     finally:
-        cls._initialize_with_initializer = original
+        cls._initialize_with_initializer, cls._deferred_initialize = original, original_deferred
 
 
 class UndoLog:

@@ -113,6 +113,18 @@ def init_from_checkpoint(ckpt: Any, assignment_map: Mapping[str, Any], model: An
                 problems.append(f"tensor {full!r} (for {var_name!r}) is not in {reader.path}{did_you_mean(full, reader)}")
                 continue
             chosen[var_name] = full
+    writes, rows = _writes(chosen, store, reader, problems)
+    if problems:
+        raise PlanError(problems)
+    if not writes:
+        raise GrowstageError("the assignment map selects no variable")
+    written = write_all(writes)
+    return Report(rows, list(reader.notes), 0.0, written)
+
+
+def _writes(chosen: dict[str, str], store: dict[str, list[Any]], reader: Reader,
+            problems: list[str]) -> tuple[list, list[PlanRow]]:
+    """``(label, variable, load)`` writes and one plan row per chosen variable; mismatches go to ``problems``."""
     writes, rows = [], []
     for var_name in sorted(chosen):
         ckpt_name, parts = chosen[var_name], store[var_name]
@@ -129,12 +141,7 @@ def init_from_checkpoint(ckpt: Any, assignment_map: Mapping[str, Any], model: An
             writes.append((part.path, part, _part_loader(reader, ckpt_name, cut)))
         rows.append(PlanRow("", var_name, ckpt_name, "copied", entry.shape, entry.shape,
                             reason=f"{len(parts)} parts" if len(parts) > 1 else ""))
-    if problems:
-        raise PlanError(problems)
-    if not writes:
-        raise GrowstageError("the assignment map selects no variable")
-    written = write_all(writes)
-    return Report(rows, list(reader.notes), 0.0, written)
+    return writes, rows
 
 
 def _part_loader(reader: Reader, name: str, cut: tuple[slice, ...]):

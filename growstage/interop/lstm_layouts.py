@@ -29,7 +29,7 @@ import numpy as np
 
 from growstage.core.errors import ShapeError
 
-# TF1 block k goes to Keras block _TF1_TO_KERAS[k]: i->i, j->c, f->f, o->o
+# Gate blocks: TF1 LSTMCell stores i, j (cell input), f, o; Keras i, f, c, o.
 _KERAS_FROM_TF1 = (0, 2, 1, 3)  # Keras block b is TF1 block _KERAS_FROM_TF1[b]
 
 

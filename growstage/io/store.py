@@ -236,9 +236,7 @@ def load(path: str | os.PathLike) -> Snapshot:
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
         f.close()
         raise StoreError(path, f"damaged snapshot ({e})") from None
-    meta["_close"] = f.close
-    meta["_path"] = path
-    return Snapshot(layers, meta=meta)
+    return Snapshot(layers, meta=meta, path=path, closer=f.close)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -33,7 +33,9 @@ from typing import Any, Callable
 import keras
 
 from growstage.framework.variables import deferred_init
-from growstage.framework.optimizer import optimizer_state, transfer_optimizer_state
+from growstage.core.vocab import Mode
+from growstage.engine.options import TransferOptions
+from growstage.framework.optimizer import optimizer_state, transfer_optimizer
 from growstage.framework.traces import registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
 from growstage.core.errors import UnknownNameError
@@ -119,15 +121,13 @@ class _Run:
 
     def transfer(self, source: Any, opt_state: dict | None, model: Any, stage: Stage, *, exact: bool,
                  pending: Any = None) -> Report:
-        opts: dict[str, Any] = dict(allow_auto_names=self.allow_auto_names)
-        if exact:
-            opts["mode"] = "exact"
+        if exact:  # a resume: the checkpoint holds exactly this stage's params
+            opts = TransferOptions(mode=Mode.EXACT, allow_auto_names=self.allow_auto_names)
         else:
-            opts.update(mode=stage.mode, fill=stage.fill, allow_new_layers=True,
-                        custom_param_importer=stage.custom_param_importer, **stage.options)
+            opts = stage.transfer_options(allow_new_layers=True, allow_auto_names=self.allow_auto_names)
         with _scope(self.strategy):
             try:
-                p = plan(source, model, **opts)
+                p = plan(source, model, opts)
             except BaseException:
                 if pending is not None:
                     pending.materialize_all()
@@ -135,8 +135,35 @@ class _Run:
             p.pending = pending
             report = apply(p)
             if opt_state is not None:
-                transfer_optimizer_state(opt_state, p, model, reset=self.reset_optimizer)
+                transfer_optimizer(opt_state, model, report, reset=self.reset_optimizer)
         return report
+
+    def resume(self, checkpoint_dir: str, hist: "GrowingHistory") -> tuple[Any, Stage | None, int]:
+        """The model of the latest verified checkpoint, its stage and the first epoch still to run."""
+        found = latest_checkpoint(checkpoint_dir)
+        if found is None:
+            return None, None, 0
+        path, snap = found
+        with snap:
+            done = int(snap.meta["epoch"])
+            current = self.schedule.stage_for_epoch(done)
+            model, pending = self.build_deferred(current)
+            self.prepare(model, current)
+            params, opt_state = split_checkpoint(snap)
+            self.transfer(params, opt_state, model, current, exact=True, pending=pending)
+        hist.resumed_from = path
+        self.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
+        return model, current, done + 1
+
+    def first_model(self, stage: Stage, preload_from_files: dict | None) -> Any:
+        model = self.build(stage)
+        self.prepare(model, stage)
+        self.say(f"stage {stage.index}: built {model.name} ({model.count_params()} params)")
+        if preload_from_files:
+            rep = preload(model, preload_from_files, training=True, resuming=False,
+                          allow_auto_names=self.allow_auto_names)
+            self.say(f"preloaded:\n{rep.table()}")
+        return model
 
 
 def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compile: Callable[[Any, Stage], None],
@@ -164,31 +191,11 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     run = _Run(schedule, compile, seed, strategy, log, reset_optimizer, allow_auto_names)
     run.release_traces, run.mark = release_traces, registry_mark()
     hist = GrowingHistory()
-    model, current, start = None, None, 0
-    if resume and checkpoint_dir:
-        found = latest_checkpoint(checkpoint_dir)
-        if found is not None:
-            path, snap = found
-            with snap:
-                done = int(snap.meta["epoch"])
-                current = schedule.stage_for_epoch(done)
-                model, pending = run.build_deferred(current)
-                run.prepare(model, current)
-                params, opt_state = split_checkpoint(snap)
-                run.transfer(params, opt_state, model, current, exact=True, pending=pending)
-            start, hist.resumed_from = done + 1, path
-            run.say(f"resumed from {path}: epoch {done + 1} done, stage {current.index}")
+    model, current, start = run.resume(checkpoint_dir, hist) if resume and checkpoint_dir else (None, None, 0)
     for epoch in range(start, epochs):
         stage = schedule.stage_for_epoch(epoch)
         if model is None:
-            model = run.build(stage)
-            run.prepare(model, stage)
-            current = stage
-            run.say(f"stage {stage.index}: built {model.name} ({model.count_params()} params)")
-            if preload_from_files:
-                rep = preload(model, preload_from_files, training=True, resuming=False,
-                              allow_auto_names=allow_auto_names)
-                run.say(f"preloaded:\n{rep.table()}")
+            model, current = run.first_model(stage, preload_from_files), stage
         elif stage.index != current.index:
             model = _transition(run, hist, model, current, stage, epoch)
             current = stage

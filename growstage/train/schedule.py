@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from growstage.core.errors import GrowstageError
+from growstage.engine.options import TransferOptions
 
 Repetitions = int | Sequence[int] | Mapping[Any, int]
 
@@ -37,6 +38,15 @@ class Stage:
     learning_rate: float | None = None
     frozen: tuple[str, ...] = ()
     options: dict = field(default_factory=dict)
+
+    def transfer_options(self, **extra: Any) -> TransferOptions:
+        """This stage's options for the transfer into its model (``extra``: what fit adds)."""
+        try:
+            return TransferOptions.from_kwargs(mode=self.mode, fill=self.fill,
+                                               custom_param_importer=self.custom_param_importer or {},
+                                               **{**self.options, **extra})
+        except GrowstageError as e:
+            raise GrowstageError(f"stage {self.index}: {e}") from None
 
     def spec_key(self) -> str:
         """A normalised form of the spec, to tell real architecture changes from equal specs."""
@@ -121,7 +131,9 @@ class Schedule:
             reps = repetitions_for(self.repetitions, idx, is_final)
         opts["frozen"] = tuple(opts.get("frozen") or ())
         options = {**self.options, **opts.pop("options", {})}
-        return Stage(idx, spec, reps, options=options, **opts)
+        stage = Stage(idx, spec, reps, options=options, **opts)
+        stage.transfer_options()  # a bad option fails when the stage is made, not at its boundary
+        return stage
 
     def stage(self, idx: int) -> Stage | None:
         """Stage ``idx``, or None past the end.  Lazy: each stage is made once."""
@@ -150,9 +162,6 @@ class Schedule:
                 return st
             start += st.repetitions
             idx += 1
-
-    def first_epoch(self, stage: Stage) -> int:
-        return sum(self.stage(i).repetitions for i in range(stage.index))
 
 
 def stack(hidden: Sequence[str], output: str = "output", input: str = "data") -> dict[str, dict]:

@@ -29,21 +29,21 @@ def _fits(split, dim):
 
 
 def _rnn(n_gates: int):
-    def params(layer, in_split, prefix: str = ""):
+    def params(layer, in_split):
         cell = layer.cell
         n = cell.units
         gates = [n] * n_gates
         role = GATES if n_gates > 1 else UNITS
         out = [
-            ParamSpec(prefix + "cell/kernel", cell.kernel, [_fits(in_split, cell.kernel.shape[0]), gates], (INPUT, role)),
-            ParamSpec(prefix + "cell/recurrent_kernel", cell.recurrent_kernel, [[n], gates], (UNITS, role)),
+            ParamSpec("cell/kernel", cell.kernel, [_fits(in_split, cell.kernel.shape[0]), gates], (INPUT, role)),
+            ParamSpec("cell/recurrent_kernel", cell.recurrent_kernel, [[n], gates], (UNITS, role)),
         ]
         b = getattr(cell, "bias", None)
         if b is not None:
             if len(b.shape) == 2:  # GRU reset_after: [input bias; recurrent bias]
-                out.append(ParamSpec(prefix + "cell/bias", b, [[1] * b.shape[0], gates], (OTHER, role)))
+                out.append(ParamSpec("cell/bias", b, [[1] * b.shape[0], gates], (OTHER, role)))
             else:
-                out.append(ParamSpec(prefix + "cell/bias", b, [gates], (role,)))
+                out.append(ParamSpec("cell/bias", b, [gates], (role,)))
         return out
     return params
 

@@ -24,7 +24,6 @@ from growstage.io.readers.base import Entry, Reader, from_snapshot
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
-FORMATS = ("growstage", "tf1", "tf2", "keras3", "keras2", "npz")
 
 
 def detect_format(path: str) -> str:

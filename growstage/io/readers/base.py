@@ -129,10 +129,10 @@ class Reader(Mapping):
 
     def to_snapshot(self, layer_names: Iterable[str] = ()) -> Snapshot:
         """Cut each name into ``layer/param``: at the longest known layer name, else at the first ``/``."""
-        meta = dict(self.meta)
-        meta["_close"] = self.close
-        meta["_path"] = self.path
-        return snapshot_from_flat({n: self.param(n) for n in self.entries}, layer_names, meta=meta, notes=self.notes)
+        snap = snapshot_from_flat({n: self.param(n) for n in self.entries}, layer_names, meta=dict(self.meta),
+                                  notes=self.notes)
+        snap.path, snap.closer = self.path, self.close
+        return snap
 
 
 class _LazyEntry:

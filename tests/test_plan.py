@@ -1,14 +1,10 @@
-"""Strict by default, explicit relaxations, and all-or-nothing writes."""
+"""Planning: strict by default, explicit relaxations, typed options, a dry run that changes nothing."""
 import keras
 import numpy as np
 import pytest
 
 import growstage
 from conftest import L, build_blstm, values
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_typo_in_layer_name_option_suggests_closest():
@@ -91,58 +87,6 @@ def test_auto_generated_names_are_refused_with_a_hint():
     assert "hidden" in snap and len(snap) == 2
 
 
-def test_custom_importer_raising_on_third_layer_leaves_everything_unchanged():
-    old, new = build_blstm(4, depth=3, seed=1), build_blstm(6, depth=3, seed=2)
-    before = values(new)
-    calls = []
-
-    def boom(layer, vals, *, context):
-        calls.append(layer.name)
-        context.assign("forward_layer/cell/bias", context.resize("forward_layer/cell/bias"))
-        raise RuntimeError("importer failed")
-
-    with pytest.raises(growstage.TransferError, match="blstm3.*importer failed.*restored"):
-        growstage.transfer(old, new, mode="subset", custom_param_importer={"blstm3": boom})
-    assert calls == ["blstm3"]
-    assert _same(values(new), before)
-
-
-def test_custom_importer_and_mode_string():
-    old, new = build_blstm(4, seed=1), build_blstm(6, seed=2)
-
-    def importer(layer, vals, *, context):
-        for name in context.params:
-            context.assign(name, context.resize(name))
-
-    rep = growstage.transfer(old, new, mode="subset", custom_param_importer={"blstm1": importer, "out": "reset"})
-    assert rep.row("blstm1/forward_layer/cell/kernel").action == "custom"
-    assert rep.row("out/kernel").action == "kept-init"
-    k_new = growstage.snapshot(new)["blstm1"]["forward_layer/cell/kernel"].read()
-    k_old = growstage.snapshot(old)["blstm1"]["forward_layer/cell/kernel"].read()
-    assert np.array_equal(k_new[:, 6:10], k_old[:, 4:8])  # forget gate block
-
-
-def test_failing_assignment_restores_earlier_writes(monkeypatch):
-    old, new = build_blstm(4, seed=1), build_blstm(4, seed=2)
-    before = values(new)
-    target = new.get_layer("out").kernel
-    orig = type(target).assign
-
-    failed = []
-
-    def assign(self, value, *a, **k):
-        if self is target and not failed:  # fails once, like a transient device error
-            failed.append(True)
-            raise OSError("device lost")
-        return orig(self, value, *a, **k)
-
-    monkeypatch.setattr(type(target), "assign", assign)
-    with pytest.raises(growstage.TransferError, match="out.*device lost"):
-        growstage.transfer(old, new)
-    monkeypatch.undo()
-    assert _same(values(new), before)
-
-
 def test_on_values_hook_edits_source_first():
     old, new = build_blstm(4, seed=1), build_blstm(4, seed=2)
 
@@ -162,13 +106,71 @@ def test_dtype_mismatch_needs_allow_cast():
     growstage.transfer(vd, old, allow_cast=True)
 
 
-def test_set_and_get_param_values_by_dict_single_layer():
-    d = L.Dense(3, name="d")
-    d.build((None, 2))
-    vals = growstage.get_param_values_dict(d)
-    assert set(vals) == {"kernel", "bias"}
-    with pytest.raises(growstage.PlanError, match="gets no value.*'d/bias'"):
-        growstage.set_param_values_by_dict(d, {"kernel": vals["kernel"]})
-    rep = growstage.set_param_values_by_dict(d, {"kernel": np.ones((4, 3), "f4")}, mode="subset", ignore_missing=True)
-    assert rep.row("d/kernel").action == "sliced"
-    assert np.all(d.kernel.numpy() == 1)
+def test_plan_is_a_dry_run():
+    old, new = build_blstm(4, seed=1), build_blstm(6, seed=2)
+    before = growstage.snapshot(new).values_dict()
+    p = growstage.plan(old, new, mode="subset")
+    assert "padded" in str(p)
+    after = growstage.snapshot(new).values_dict()
+    assert all((before[l][k] == after[l][k]).all() for l in before for k in before[l])
+    growstage.apply(p)
+    k = growstage.snapshot(new).values_dict()["out"]["kernel"]
+    assert not np.array_equal(k, before["out"]["kernel"])
+    assert np.array_equal(k[:4, :], growstage.snapshot(old)["out"]["kernel"].read()[:4, :])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"fill": object()}, "fill must be a fill name, a number or a callable"),
+    ({"fill": float("nan")}, "fill is nan: a fill must be finite"),
+    ({"fill_noise": float("nan")}, "fill_noise must be a finite number"),
+    ({"allow_cast": "out"}, "allow_cast must be True or False"),
+    ({"ignore": [3]}, "ignore: every entry is a name"),
+    ({"modes": ["blstm1"]}, "modes must be a dict"),
+    ({"fills": {"out": "zero"}}, "unknown fill 'zero' for fills\\['out'\\]; did you mean 'zeros'"),
+    ({"rename": {"out": 3}}, "rename\\['out'\\] must be a layer name"),
+    ({"fill_seed": 1.5}, "fill_seed must be an int"),
+    ({"on_values": "edit"}, "on_values must be a callable"),
+])
+def test_options_are_type_checked_at_the_entry_point(kwargs, message):
+    old, new = build_blstm(4, seed=1), build_blstm(4, seed=2)
+    before = values(new)
+    for call in (growstage.plan, growstage.transfer):
+        with pytest.raises(growstage.GrowstageError, match=message):
+            call(old, new, **kwargs)
+    with pytest.raises(growstage.GrowstageError, match=message):
+        growstage.rebuild(lambda: build_blstm(4, seed=3), old, **kwargs)
+    assert all(np.array_equal(before[k], v) for k, v in values(new).items())
+
+
+def test_transfer_options_object_and_keywords_agree():
+    old, new = build_blstm(4, seed=1), build_blstm(6, seed=2)
+    opts = growstage.TransferOptions(mode="subset", fill="zeros")
+    a = growstage.plan(old, new, opts)
+    b = growstage.plan(old, new, mode="subset", fill="zeros")
+    assert [r.to_dict() for r in a.rows] == [r.to_dict() for r in b.rows]
+    c = growstage.plan(old, new, opts, fill="init")  # keywords override the object
+    assert {r.fill for r in c.rows if r.action == "padded"} == {"init"}
+    assert growstage.TransferOptions().mode == "exact"
+
+
+def test_vocabulary_enums_are_strings():
+    from growstage.core.vocab import Action, Fill, Mode
+    old, new = build_blstm(4, seed=1), build_blstm(6, seed=2)
+    p = growstage.plan(old, new, mode=Mode.SUBSET, fill=Fill.ZEROS)
+    assert {r.action for r in p.rows} == {Action.PADDED, Action.COPIED}
+    assert all(type(r.action) is str for r in p.rows)  # plain strings in rows and JSON
+
+
+def test_a_layer_passed_as_the_model_is_named():
+    old = build_blstm(4, seed=1)
+    with pytest.raises(growstage.GrowstageError, match="'out' is a layer, not a model"):
+        growstage.transfer(old, old.get_layer("out"))
+
+
+def test_stage_options_are_checked_when_the_stage_is_made():
+    sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "fill": "zero"}])
+    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown fill 'zero'.*did you mean 'zeros'"):
+        sched.stage(0)
+    sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "ignore_mising": True}])
+    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown option 'ignore_mising'"):
+        sched.stage(0)

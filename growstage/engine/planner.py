@@ -1,0 +1,229 @@
+"""The decisions behind a plan, one target param at a time: a :class:`Planner` walks the target
+layers, asks each param's source, mode and fill, and collects rows and problems (all problems
+of a plan are reported at once).  :func:`growstage.engine.planning.plan_for` is its entry point.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from growstage.core.errors import ShapeError, did_you_mean
+from growstage.core.resize import derive_split
+from growstage.core.values import Param, Snapshot
+from growstage.core.vocab import Action, Fill, Mode, PRESERVING
+from growstage.engine.options import TransferOptions
+from growstage.engine.report import PlanRow
+from growstage.engine.sources import load_missing
+from growstage.framework.adapters.graph import LayerInfo
+
+
+def fill_label(fill: Any) -> str:
+    if isinstance(fill, str):
+        return str.__str__(fill)
+    return "callable" if callable(fill) else repr(fill)
+
+
+def is_preserving(fill: Any) -> bool:
+    """Whether ``fill`` names a function-preserving fill (a number or callable never does)."""
+    return isinstance(fill, str) and fill in PRESERVING
+
+
+def action_for_shapes(old_split, new_split) -> tuple[str, str]:
+    """``padded`` when any block grows, else ``sliced``; the reason names the axes and blocks."""
+    grew = [a for a, (o, n) in enumerate(zip(old_split, new_split)) if any(y > x for x, y in zip(o, n))]
+    shrank = [a for a, (o, n) in enumerate(zip(old_split, new_split)) if any(y < x for x, y in zip(o, n))]
+    parts = []
+    if shrank:
+        parts.append("sliced axis " + ",".join(map(str, shrank)))
+    if grew:
+        parts.append("padded axis " + ",".join(map(str, grew)))
+    blocks = [len(n) for n in new_split if len(n) > 1]
+    if blocks:
+        parts.append("block-wise " + "x".join(map(str, blocks)))
+    return (Action.PADDED if grew else Action.SLICED), ", ".join(parts)
+
+
+class Planner:
+    """One plan in the making: the source, the targets, the options and what was decided so far."""
+
+    def __init__(self, src: Snapshot, targets: dict[str, LayerInfo], opts: TransferOptions) -> None:
+        self.src, self.targets, self.opts = src, targets, opts
+        self.problems: list[str] = []
+        self.rows: list[PlanRow] = []
+        self.used: set[str] = set()
+        self.notes: list[str] = []
+        self.customs = {n: c for n, c in opts.custom_param_importer.items() if callable(c)}
+        self.modes = {**opts.modes, **{n: c for n, c in opts.custom_param_importer.items() if isinstance(c, str)}}
+        self.src_keys = set(src.keys_flat())
+        self.ignored_layers = {i for i in opts.ignore if i in src.layers}
+        self.ignored_keys = {i for i in opts.ignore if i not in src.layers and i in self.src_keys}
+        self.inv_rename = {new: old for old, new in opts.rename.items()}
+        self.starts: dict = {}  # new layer -> (action, reason), decided once per layer
+        self.new_layers: set[str] = set()
+
+    def unknown(self, kind: str, name: str, pool: Any, option: str) -> None:
+        self.problems.append(f"{option}: unknown {kind} {name!r}{did_you_mean(name, pool)}")
+
+    def check_names(self) -> None:
+        """Every name in an option must match something: layer names in modes/fills/importers/rename/ignore."""
+        o = self.opts
+        for option, mapping in (("modes", o.modes), ("fills", o.fills), ("custom_param_importer", o.custom_param_importer)):
+            for name in mapping:
+                if name not in self.targets:
+                    self.unknown("target layer", name, self.targets, option)
+        for old, new in o.rename.items():
+            if old not in self.src.layers:
+                self.unknown("source layer", old, self.src.layers, "rename")
+            if new not in self.targets:
+                self.unknown("target layer", new, self.targets, "rename")
+        for item in o.ignore:
+            if item not in self.src.layers and item not in self.src_keys:
+                self.unknown("source layer or param", item, list(self.src.layers) + sorted(self.src_keys), "ignore")
+
+    def source_layer_of(self, lname: str) -> str | None:
+        """The source layer feeding target ``lname``; None when that name was renamed away to another target."""
+        s_name = self.inv_rename.get(lname, lname)
+        return None if s_name in self.opts.rename and self.opts.rename[s_name] != lname else s_name
+
+    def prepare(self) -> None:
+        if self.opts.custom_missing_load_func is not None:
+            self.src = load_missing(self.src, self.targets, self.source_layer_of, self.opts.custom_missing_load_func)
+        if self.opts.allow_new_layers:
+            self.new_layers = {l for l in self.targets if self.source_layer_of(l) not in self.src.layers
+                               or self.source_layer_of(l) in self.ignored_layers}
+
+    def plan_layer(self, lname: str, info: LayerInfo) -> None:
+        src_lname = self.source_layer_of(lname)
+        src_layer = (self.src.layers.get(src_lname)
+                     if src_lname is not None and src_lname not in self.ignored_layers else None)
+        if lname in self.customs:
+            self.custom_rows(lname, info, src_lname, src_layer)
+            return
+        mode, fill = self.modes.get(lname, self.opts.mode), self.opts.fill_for(lname)
+        for spec in info.params:
+            key = f"{src_lname}/{spec.name}"
+            prm = src_layer.get(spec.name) if src_layer is not None and key not in self.ignored_keys else None
+            base = dict(new_shape=spec.shape, new_split=spec.split, mode=str.__str__(mode))
+            if mode == Mode.RESET:
+                if prm is not None:
+                    self.used.add(key)
+                self.rows.append(PlanRow(lname, spec.name, key if prm is not None else None, Action.KEPT_INIT,
+                                         prm.shape if prm is not None else None, reason="mode reset", **base))
+            elif prm is None:
+                self.missing_row(lname, spec, key, src_layer, fill, base)
+            else:
+                self.used.add(key)
+                self.param_row(lname, info, spec, key, prm, mode, fill, base)
+
+    def custom_rows(self, lname: str, info: LayerInfo, src_lname: str | None, src_layer: dict | None) -> None:
+        for key in (f"{src_lname}/{p}" for p in (src_layer or {})):
+            if key not in self.ignored_keys:
+                self.used.add(key)
+        for spec in info.params:
+            source = f"{src_lname}/{spec.name}" if src_layer and spec.name in src_layer else None
+            self.rows.append(PlanRow(lname, spec.name, source, Action.CUSTOM, None, spec.shape,
+                                     "custom_param_importer", mode="custom"))
+
+    def missing_row(self, lname: str, spec: Any, key: str, src_layer: dict | None, fill: Any, base: dict) -> None:
+        if self.opts.allow_new_layers and src_layer is None:
+            self.rows.append(self.new_layer_row(lname, spec, fill, base))
+        elif self.opts.ignore_missing:
+            self.rows.append(PlanRow(lname, spec.name, None, Action.KEPT_INIT, reason="no source (ignore_missing)",
+                                     **base))
+        else:
+            self.problems.append(f"target param {lname}/{spec.name} gets no value: the source has no {key!r}"
+                                 f"{did_you_mean(key, sorted(self.src_keys))}; pass ignore_missing=True to keep "
+                                 "its init, or rename= to map a source layer onto it")
+
+    def param_row(self, lname: str, info: LayerInfo, spec: Any, key: str, prm: Param, mode: Mode, fill: Any,
+                  base: dict) -> None:
+        target_dtype = np.dtype(spec.variable.dtype)
+        if prm.dtype != target_dtype:
+            if not self.opts.allow_cast:
+                self.problems.append(f"{lname}/{spec.name}: source dtype {prm.dtype} differs from target dtype "
+                                     f"{target_dtype}; pass allow_cast=True to convert")
+                return
+            self.notes.append(f"{lname}/{spec.name}: cast {prm.dtype} -> {target_dtype}")
+        if prm.shape == spec.shape:
+            self.rows.append(PlanRow(lname, spec.name, key, Action.COPIED, prm.shape, old_split=prm.split, **base))
+        elif mode == Mode.EXACT:
+            self.problems.append(f"{lname}/{spec.name}: shape {prm.shape} -> {spec.shape} under mode 'exact'; "
+                                 "use mode='subset' to slice/pad block-wise or 'ifpossible' to keep the init")
+        elif mode == Mode.IFPOSSIBLE:
+            self.rows.append(PlanRow(lname, spec.name, key, Action.KEPT_INIT, prm.shape,
+                                     reason="shape differs; ifpossible keeps the init", **base))
+        else:
+            self.subset_row(lname, info, spec, key, prm, fill, base)
+
+    def subset_row(self, lname: str, info: LayerInfo, spec: Any, key: str, prm: Param, fill: Any,
+                   base: dict) -> None:
+        if len(prm.shape) != len(spec.shape):
+            self.problems.append(f"{lname}/{spec.name}: cannot resize {prm.shape} to {spec.shape} (rank differs)")
+            return
+        derived = prm.split is None
+        try:
+            old_split = derive_split(spec.split, prm.shape) if derived else prm.split
+        except ShapeError as e:
+            self.problems.append(f"{lname}/{spec.name}: {e}")
+            return
+        mism = [a for a, (o, n) in enumerate(zip(old_split, spec.split)) if len(o) != len(n)]
+        if mism:
+            self.problems.append(f"{lname}/{spec.name}: axis {mism[0]} has blocks {old_split[mism[0]]} in the source "
+                                 f"but {spec.split[mism[0]]} in the target; give a custom_param_importer for this layer")
+            return
+        action, reason = action_for_shapes(old_split, spec.split)
+        if action == Action.PADDED and is_preserving(fill):
+            self.problems.extend(check_growth(lname, spec.name, fill, old_split, spec.split))
+            if info.kind == "LayerNormalization" and fill != Fill.DOUBLE:
+                self.notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
+                                  "old units' outputs change (mean and variance include the new units); "
+                                  "fill='double' keeps them exactly")
+        self.rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
+                                 fill=fill_label(fill) if action == Action.PADDED else None, split_derived=derived,
+                                 **base))
+
+    def new_layer_row(self, lname: str, spec: Any, fill: Any, base: dict) -> PlanRow:
+        if not is_preserving(fill):
+            return PlanRow(lname, spec.name, None, Action.KEPT_INIT, reason="new layer", **base)
+        from growstage.framework.adapters.deepen import new_layer_start, zeroed_params
+
+        if "_ids" not in self.starts:
+            self.starts["_ids"] = {id(self.targets[n].layer) for n in self.new_layers}
+        if lname not in self.starts:
+            self.starts[lname] = new_layer_start(self.targets, lname, self.new_layers, new_ids=self.starts["_ids"])
+        action, reason = self.starts[lname]
+        if action == Action.ZEROED and spec.name not in zeroed_params(self.targets[lname]):
+            action = Action.KEPT_INIT
+        return PlanRow(lname, spec.name, None, action, reason=reason, fill=fill_label(fill), **base)
+
+    def unused_rows(self) -> None:
+        """Source params nobody takes: ignored (listed), unused (ignore_unused) or a problem."""
+        target_keys = [f"{l}/{p.name}" for l, i in self.targets.items() for p in i.params]
+        for lname, params in self.src.layers.items():
+            for pname, prm in params.items():
+                key = f"{lname}/{pname}"
+                if key in self.used:
+                    continue
+                if lname in self.ignored_layers or key in self.ignored_keys:
+                    self.rows.append(PlanRow(None, pname, key, Action.IGNORED, prm.shape, reason="in ignore list"))
+                elif self.opts.ignore_unused:
+                    self.rows.append(PlanRow(None, pname, key, Action.UNUSED, prm.shape,
+                                             reason="no target (ignore_unused)"))
+                else:
+                    self.problems.append(f"source param {key} has no home in the target"
+                                         f"{did_you_mean(key, target_keys)}; list it in ignore=[...], pass "
+                                         "ignore_unused=True, or rename= its layer")
+
+
+def check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> list[str]:
+    """Problems of a function-preserving fill on this growth (it copies old units; double needs x2)."""
+    out = []
+    for axis, (o_blocks, n_blocks) in enumerate(zip(old_split, new_split)):
+        for o, n in zip(o_blocks, n_blocks):
+            if n > o and o == 0:
+                out.append(f"{lname}/{pname}: fill {fill_label(fill)!r} copies old units, but axis {axis} grows from 0")
+            elif n > o and fill == Fill.DOUBLE and n != 2 * o:
+                out.append(f"{lname}/{pname}: fill 'double' needs each grown block exactly doubled; axis {axis} has "
+                           f"a block {o} -> {n}; use fill='net2net' or 'preserve' for other factors")
+    return out
