@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from growstage.core.errors import StoreError
+from growstage.io.hdf5_guard import refuse_risky, require_regular_file
 from growstage.core.values import Param, Snapshot, as_snapshot
 
 FORMAT = "growstage"
@@ -50,7 +51,8 @@ def _q(name: str) -> str:
 
 def crc32(arr: np.ndarray) -> int:
     """CRC32 of the array's bytes in C order."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B")) & 0xFFFFFFFF
+    # tobytes() also handles zero-size arrays (memoryview.cast refuses zeros in the shape)
+    return zlib.crc32(np.ascontiguousarray(arr).tobytes()) & 0xFFFFFFFF
 
 
 def _fsync_dir(directory: str) -> None:
@@ -191,11 +193,13 @@ def load(path: str | os.PathLike) -> Snapshot:
     path = str(path)
     if not os.path.exists(path):
         raise StoreError(path, "no such file")
+    require_regular_file(path)
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:
         raise StoreError(path, f"not a readable HDF5 file ({e})") from None
     try:
+        refuse_risky(f, path)
         if f.attrs.get("format") != FORMAT:
             raise StoreError(path, "not a growstage snapshot (missing format attribute); to read Keras or TF files use the checkpoint readers")
         version = int(f.attrs.get("format_version", -1))

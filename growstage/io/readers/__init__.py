@@ -43,6 +43,8 @@ def detect_format(path: str) -> str:
         raise StoreError(path, "no such file")
     if path.endswith(".index") or ".data-" in os.path.basename(path):
         return "tf"
+    from growstage.io.hdf5_guard import require_regular_file
+    require_regular_file(path)  # a FIFO would block the open() below forever
     with open(path, "rb") as fp:
         head = fp.read(8)
     if head == _HDF5_MAGIC:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import io
 import re
+import os
 import zipfile
+import zlib
 from typing import Any, Callable
 
 import h5py
@@ -32,6 +34,7 @@ import numpy as np
 
 from growstage.core.naming import snake_case
 from growstage.core.errors import StoreError
+from growstage.io.hdf5_guard import read_zip_member, refuse_risky, require_regular_file
 from growstage.io.store import check_storage
 from growstage.io.readers.base import Entry, Reader, is_numeric
 
@@ -204,10 +207,18 @@ def _walk_keras2(root: h5py.Group, path: str, entries: dict[str, Entry]) -> None
 
 
 def _open_h5(path: str, source: Any) -> h5py.File:
+    if isinstance(source, (str, os.PathLike)):
+        require_regular_file(str(source))
     try:
-        return h5py.File(source, "r")
+        f = h5py.File(source, "r")
     except Exception as e:
         raise StoreError(path, f"not a readable HDF5 file ({e})") from None
+    try:
+        refuse_risky(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def open_keras_weights(path: str, *, model: Any = None, param_names: ParamNames | None = None) -> Reader:
@@ -220,14 +231,15 @@ def open_keras_weights(path: str, *, model: Any = None, param_names: ParamNames 
     path = str(path)
     closers = []
     source: Any = path
+    require_regular_file(path)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
                 members = z.namelist()
                 if "model.weights.h5" not in members:
                     raise StoreError(path, f"a .keras archive without model.weights.h5 (members: {members[:8]})")
-                source = io.BytesIO(z.read("model.weights.h5"))
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                source = io.BytesIO(read_zip_member(z, "model.weights.h5", path))
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error) as e:
             raise StoreError(path, f"damaged .keras archive ({e})") from None
     f = _open_h5(path, source)
     closers.append(f.close)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from growstage.core.errors import StoreError
+from growstage.io.hdf5_guard import MAX_INFLATE_RATIO, require_regular_file
 from growstage.io.readers.base import Entry, Reader, is_numeric
 
 
@@ -37,6 +38,7 @@ def _header(z: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]
 def open_npz(path: str) -> Reader:
     """Open ``path`` lazily; a member ``a/b.npy`` is the tensor ``a/b``."""
     path = str(path)
+    require_regular_file(path)
     try:
         z = zipfile.ZipFile(path)
         members = [m for m in z.namelist() if m.endswith(".npy")]
@@ -45,6 +47,11 @@ def open_npz(path: str) -> Reader:
             if m[:-4] in entries:
                 z.close()
                 raise StoreError(path, f"member {m!r} appears twice in the archive")
+            info = z.getinfo(m)
+            if info.file_size > max(MAX_INFLATE_RATIO * max(info.compress_size, 1), 64 << 20):
+                z.close()
+                raise StoreError(path, f"member {m!r} declares {info.file_size:,d} bytes from "
+                                       f"{info.compress_size:,d} compressed: a decompression bomb, refused")
             shape, dtype = _header(z, m)
             declared = math.prod(shape) * dtype.itemsize
             if declared > z.getinfo(m).file_size:

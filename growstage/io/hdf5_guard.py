@@ -1,0 +1,107 @@
+"""Refuse risky HDF5 structures from metadata alone, before any data is read.
+
+External storage, external links, virtual datasets and soft links that leave the
+file's own tree can make a reader return bytes of *other* files (or crash HDF5 on
+a self-referencing virtual dataset). Every HDF5 reader calls :func:`refuse_risky`
+right after opening.
+
+>>> import h5py, numpy as np, tempfile, os
+>>> p = os.path.join(tempfile.mkdtemp(), "ok.h5")
+>>> with h5py.File(p, "w") as f: _ = f.create_dataset("a", data=np.zeros(2))
+>>> with h5py.File(p, "r") as f: refuse_risky(f, p)
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+import h5py
+
+from growstage.core.errors import StoreError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def require_regular_file(path: str) -> None:
+    """Refuse FIFOs, devices and directories before anything opens them (a FIFO blocks forever)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StoreError(path, f"cannot stat file ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(path, "not a regular file (FIFO, device or directory): refused")
+
+
+def _check_dataset(ds_id, path: str, name: str) -> None:
+    plist = ds_id.get_create_plist()
+    if plist.get_external_count() > 0:
+        raise StoreError(path, f"dataset {name!r} uses external storage (reads another file): refused")
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        raise StoreError(path, f"dataset {name!r} is a virtual dataset (maps other files): refused")
+
+
+def refuse_risky(f: h5py.File, path: str) -> None:
+    """Walk every link without following it; raise StoreError on the first risky one."""
+    try:
+        _walk(f, path)
+    except StoreError:
+        raise
+    except Exception as e:  # a damaged tree: h5py raises KeyError, OSError, RuntimeError, ValueError
+        raise StoreError(path, f"damaged HDF5 structure ({type(e).__name__}: {e})") from None
+
+
+def _walk(f: h5py.File, path: str) -> None:
+    stack = ["/"]
+    while stack:
+        gname = stack.pop()
+        group = f[gname]
+        for key in list(group.keys()):
+            full = gname.rstrip("/") + "/" + key
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise StoreError(path, f"{full!r} is an external link to {link.filename}: refused")
+            if isinstance(link, h5py.SoftLink):
+                target = link.path if link.path.startswith("/") else gname.rstrip("/") + "/" + link.path
+                if f.get(target, getlink=True) is None:
+                    raise StoreError(path, f"{full!r} is a soft link to {link.path!r}, outside the file's tree: refused")
+                continue  # its target is checked through its own hard link; not walked again (no cycles)
+            if link is None:
+                raise StoreError(path, f"{full!r} is an unknown link type: refused")
+            oid = h5py.h5o.open(group.id, key.encode())
+            try:
+                if isinstance(oid, h5py.h5g.GroupID):
+                    stack.append(full)
+                elif isinstance(oid, h5py.h5d.DatasetID):
+                    _check_dataset(oid, path, full)
+            finally:
+                if hasattr(oid, "close"):
+                    oid.close()
+
+
+MAX_INFLATE_RATIO = 1000  # trained weights barely compress; a larger ratio is a decompression bomb
+
+
+def read_zip_member(z, name: str, path: str, *, chunk: int = 1 << 20) -> bytes:
+    """Stream one zip member, stopping at its declared size (a lying header cannot inflate past it).
+
+    >>> import io, zipfile
+    >>> b = io.BytesIO()
+    >>> with zipfile.ZipFile(b, "w") as z: z.writestr("m", b"abc")
+    >>> read_zip_member(zipfile.ZipFile(b), "m", "x.zip")
+    b'abc'
+    """
+    info = z.getinfo(name)
+    limit = max(MAX_INFLATE_RATIO * max(info.compress_size, 1), 64 << 20)
+    if info.file_size > limit:
+        raise StoreError(path, f"member {name!r} declares {info.file_size:,d} bytes from {info.compress_size:,d} "
+                               "compressed: a decompression bomb, refused")
+    out = bytearray()
+    with z.open(info) as fh:
+        while True:
+            block = fh.read(min(chunk, info.file_size - len(out) + 1))
+            if not block:
+                break
+            out += block
+            if len(out) > info.file_size:
+                raise StoreError(path, f"member {name!r} inflates past its declared {info.file_size:,d} bytes: refused")
+    return bytes(out)
