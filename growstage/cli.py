@@ -213,6 +213,25 @@ _RELAX = {"ignore-missing": "target params without a source keep their init (rep
           "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically"}
 
 
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
+                       description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
+                       "file and print one row per tensor (what was transposed or reordered).")
+    p.add_argument("src", help="a file growstage reads (.keras, .weights.h5, growstage .h5, .npz, TF checkpoint) "
+                   "or MODULE:FUNCTION / FILE.py:FUNCTION returning a Keras model")
+    p.add_argument("output", help="the .safetensors file to write (atomically)")
+    p.add_argument("--to", required=True, choices=["torch"], help="the target framework")
+    p.add_argument("--naming", action="append", metavar="LAYER=MODULE.PATH",
+                   help="torch module path of a Keras layer (default: the layer name); repeatable")
+    p.add_argument("--type", dest="types", action="append", metavar="LAYER=KERAS_TYPE",
+                   help="the Keras type of a layer where the file does not say (else inferred from param names)")
+    p.add_argument("--unknown", choices=["error", "raw"], default="error",
+                   help="layers of types without a torch conversion: error (default) or pass through raw")
+    p.add_argument("--allow-auto-names", dest="allow_auto_names", action="store_true",
+                   help="accept Keras auto-generated layer names (model sources)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -259,22 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help=_SRC_HELP)
     p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
     _add_rule_flags(p)
-    p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
-                       description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
-                       "file and print one row per tensor (what was transposed or reordered).")
-    p.add_argument("src", help="a file growstage reads (.keras, .weights.h5, growstage .h5, .npz, TF checkpoint) "
-                   "or MODULE:FUNCTION / FILE.py:FUNCTION returning a Keras model")
-    p.add_argument("output", help="the .safetensors file to write (atomically)")
-    p.add_argument("--to", required=True, choices=["torch"], help="the target framework")
-    p.add_argument("--naming", action="append", metavar="LAYER=MODULE.PATH",
-                   help="torch module path of a Keras layer (default: the layer name); repeatable")
-    p.add_argument("--type", dest="types", action="append", metavar="LAYER=KERAS_TYPE",
-                   help="the Keras type of a layer where the file does not say (else inferred from param names)")
-    p.add_argument("--unknown", choices=["error", "raw"], default="error",
-                   help="layers of types without a torch conversion: error (default) or pass through raw")
-    p.add_argument("--allow-auto-names", dest="allow_auto_names", action="store_true",
-                   help="accept Keras auto-generated layer names (model sources)")
-    p.add_argument("--json", action="store_true", help="the report as JSON")
+    _add_export(sub)
     return ap
 
 
