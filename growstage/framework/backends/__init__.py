@@ -28,6 +28,16 @@ from growstage.io.optional import require_tensorflow  # noqa: F401  (re-exported
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
+def deferrable_variable_class(module: str) -> type | None:
+    """Keras's Variable class in ``module`` if it has the hooks deferred initialisation wraps."""
+    try:
+        cls = importlib.import_module(module).Variable
+    except (ImportError, AttributeError):
+        return None
+    ok = all(hasattr(cls, m) for m in ("_initialize", "_initialize_with_initializer", "_deferred_initialize"))
+    return cls if ok else None
+
+
 def backend_name() -> str:
     """The Keras backend in use (``KERAS_BACKEND``)."""
     import keras

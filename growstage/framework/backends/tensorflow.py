@@ -19,12 +19,9 @@ DEVICE_RESIZE = False
 
 
 def variable_class() -> type | None:
-    try:
-        from keras.src.backend.tensorflow.core import Variable
-    except ImportError:
-        return None
-    ok = all(hasattr(Variable, m) for m in ("_initialize", "_initialize_with_initializer", "_deferred_initialize"))
-    return Variable if ok else None
+    from growstage.framework.backends import deferrable_variable_class
+
+    return deferrable_variable_class("keras.src.backend.tensorflow.core")
 
 
 def is_native(x: Any) -> bool:
