@@ -81,3 +81,28 @@ def test_an_ignored_layer_the_target_has_is_kept_not_new():
 def test_only_names_must_exist():
     with pytest.raises(PlanError, match="only: unknown target layer 'conv1'; did you mean 'conv_1'"):
         growstage.plan(_old(), _new(), only=["conv1"])
+
+
+def _chain(names):
+    x = keras.Input((4,))
+    h = x
+    for n in names:
+        h = L.Dense(4, name=n)(h)
+    return keras.Model(x, h)
+
+
+def test_only_with_a_rename_list_loads_the_named_copy_and_ignores_the_rest():
+    old, new = _chain(["b0", "head"]), _chain(["b0", "b1", "head"])
+    before = _values(new)
+    rep = growstage.transfer(old, new, rename={"b0": ["b0", "b1"]}, only=["b1"])
+    assert np.array_equal(new.get_layer("b1").kernel.numpy(), old.get_layer("b0").kernel.numpy())
+    for name in ("b0", "head"):
+        for v in new.get_layer(name).weights:
+            assert np.array_equal(v.numpy(), before[v.path]), v.path
+    assert {r.source_layer for r in rep.rows if r.action == "ignored"} == {"head"}
+
+
+def test_a_stacked_source_layer_is_not_homeless():
+    old, new = _chain(["b0", "head"]), _chain(["c0", "c1", "head"])
+    rep = growstage.transfer(old, new, rename={"b0": ["c0", "c1"]})
+    assert rep.counts() == {"copied": 6}

@@ -228,7 +228,7 @@ class Planner:
                     continue
                 if lname in self.ignored_layers or key in self.ignored_keys:
                     self.rows.append(PlanRow(None, pname, key, Action.IGNORED, prm.shape, reason="in ignore list"))
-                elif self.only is not None and self.opts.rename.get(lname, lname) not in self.only:
+                elif self.only is not None and not self.only.intersection(self.rename.get(lname, (lname,))):
                     self.rows.append(PlanRow(None, pname, key, Action.IGNORED, prm.shape, reason="not in only="))
                 elif self.opts.ignore_unused:
                     self.rows.append(PlanRow(None, pname, key, Action.UNUSED, prm.shape,
@@ -241,7 +241,8 @@ class Planner:
 
     def homeless_layer(self, lname: str, params: dict) -> bool:
         """A whole source layer with no target layer of its name: one problem for the layer, not one per param."""
-        if (lname in self.ignored_layers or self.only is not None or self.opts.rename.get(lname, lname) in self.targets
+        if (lname in self.ignored_layers or self.only is not None
+                or any(new in self.targets for new in self.rename.get(lname, (lname,)))
                 or any(f"{lname}/{p}" in self.used for p in params)):
             return False
         self.problems.append(f"source layer {lname!r} ({len(params)} params) has no layer in the target"
