@@ -4,9 +4,9 @@ without running code from the file).
 
 Example::
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
     >>> x = np.arange(6, dtype="f4").reshape(1, 3, 2)
-    >>> tuple(Window(3, 1, 1)(x).shape), tuple(TimePad(2, 0)(x).shape), TimeReverse()(x)[0, 0].numpy().tolist()
+    >>> tuple(Window(3, 1, 1)(x).shape), tuple(TimePad(2, 0)(x).shape), keras.ops.convert_to_numpy(TimeReverse()(x))[0, 0].tolist()
     ((1, 3, 3, 2), (1, 5, 2), [4.0, 5.0])
 """
 from __future__ import annotations
