@@ -39,7 +39,7 @@ def _check(model, module, x, tin=lambda t: t, tout=lambda y: y):
     module.eval()
     with torch.no_grad():
         got = tout(module(tin(torch.from_numpy(x)))).numpy()
-    np.testing.assert_allclose(got, np.asarray(model(x, training=False)), **TOL)
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x, training=False)), **TOL)
 
 
 def _first(out):
@@ -109,7 +109,7 @@ def test_attention_packed():
     t.load_state_dict(to_torch(k, naming={"att": "att"}), strict=True)
     x = _x(2, 5, 8)
     with torch.no_grad():
-        np.testing.assert_allclose(t(torch.from_numpy(x)).numpy(), np.asarray(k(x)), **TOL)
+        np.testing.assert_allclose(t(torch.from_numpy(x)).numpy(), keras.ops.convert_to_numpy(k(x)), **TOL)
 
 
 def test_attention_kdim_and_linear_fallback():
@@ -122,7 +122,7 @@ def test_attention_kdim_and_linear_fallback():
     xq, xkv = _x(2, 5, 8), _x(2, 4, 6)
     with torch.no_grad():
         got = t(torch.from_numpy(xq), torch.from_numpy(xkv)).numpy()
-    np.testing.assert_allclose(got, np.asarray(k([xq, xkv])), **TOL)
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(k([xq, xkv])), **TOL)
     odd = _randomize(keras.Model(q, L.MultiHeadAttention(2, 3, name="att")(q, q)))  # 2*3 != 8
     state, report = growstage.export.export_state_dict(odd)
     assert state["att.q_proj.weight"].shape == (6, 8) and any("no nn.MultiheadAttention" in n for n in report.notes)
@@ -134,7 +134,7 @@ def _roundtrip(model, build):
     report = from_torch(to_torch(model), fresh)
     assert all(r.action == "copied" for r in report.rows)
     for a, b in zip(model.weights, fresh.weights):
-        assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
+        assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)), a.path
 
 
 def _everything():
@@ -159,7 +159,7 @@ def test_roundtrip_bit_identical(tmp_path):
     assert report.row("proj.weight").reason == "transposed"
     fresh = _everything()
     from_torch(str(path), fresh)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(src.weights, fresh.weights))
+    assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)) for a, b in zip(src.weights, fresh.weights))
 
 
 def test_from_torch_strict_and_unchanged():
@@ -172,7 +172,7 @@ def test_from_torch_strict_and_unchanged():
     missing = {k: v for k, v in sd.items() if k != "enc_gru.bias_hh_l0"}
     with pytest.raises(growstage.PlanError, match="bias_hh_l0"):
         from_torch(missing, fresh)
-    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, fresh.weights))
+    assert all(np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(before, fresh.weights))
 
 
 def test_errors_name_the_problem():
@@ -235,7 +235,7 @@ def test_gpt2_block_equal_logits():
     with torch.no_grad():
         logits = g(torch.from_numpy(ids).long()).numpy()
     positions = np.broadcast_to(np.arange(t, dtype="int32"), ids.shape)
-    np.testing.assert_allclose(logits, np.asarray(k([ids, positions])), **TOL)
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(k([ids, positions])), **TOL)
 
 
 def test_cli_export(tmp_path, capsys):
@@ -267,10 +267,10 @@ def test_stacked_lstm_into_one_module():
     holder.load_state_dict(to_torch(k, naming=naming), strict=True)
     x = _x(2, 5, 3)
     with torch.no_grad():
-        np.testing.assert_allclose(holder.rnn(torch.from_numpy(x))[0].numpy(), np.asarray(k(x)), **TOL)
+        np.testing.assert_allclose(holder.rnn(torch.from_numpy(x))[0].numpy(), keras.ops.convert_to_numpy(k(x)), **TOL)
     fresh = _stacked()
     from_torch(holder, fresh, naming=naming)  # a module works as well as its state_dict
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(k.weights, fresh.weights))
+    assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)) for a, b in zip(k.weights, fresh.weights))
 
 
 def test_numpy_without_torch(monkeypatch):

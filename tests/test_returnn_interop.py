@@ -54,7 +54,7 @@ def test_returnn_checkpoint_gives_returnns_outputs(stem, n_params):
     outs = _layer_outputs(model, list(net))(arrays["input"])
     for name, got in zip(net, outs):
         # float32 arithmetic in another order (TF LSTMCell / NativeLstm2 kernels vs Keras LSTM)
-        np.testing.assert_allclose(np.asarray(got), arrays[f"out/{name}"], rtol=1e-5, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), arrays[f"out/{name}"], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_returnn_checkpoint_by_preload_and_initializer(fixture):
@@ -62,7 +62,7 @@ def test_returnn_checkpoint_by_preload_and_initializer(fixture):
     model = gr.build_model(net, extern)
     report = growstage.preload(model, {"all": {"filename": gr.open_returnn(PREFIX)}})
     assert report.counts() == {"copied": 23}
-    np.testing.assert_allclose(np.asarray(model(arrays["input"])), arrays["out/output"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(arrays["input"])), arrays["out/output"], rtol=1e-5, atol=1e-5)
     init = growstage.initializers.FromCheckpoint(PREFIX, "nlstm_bw/cell/kernel", reader="returnn")
     lstm = keras.layers.LSTM(3, kernel_initializer=init)
     lstm.build((None, None, 8))
@@ -96,7 +96,7 @@ def test_a_returnn_blstm_pair_is_a_keras_bidirectional(fixture):
     report = growstage.transfer(gr.open_returnn(PREFIX), model, rules=gr.rules(bidirectional=True), ignore_unused=True)
     assert report.counts() == {"copied": 8, "unused": 15}
     feats = np.concatenate([arrays["out/slstm_fw"], arrays["out/slstm_bw"]], axis=-1)
-    np.testing.assert_allclose(np.asarray(model(feats)), arrays["out/output"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(feats)), arrays["out/output"], rtol=1e-5, atol=1e-5)
     back = gr.to_returnn(model)  # and back: nlstm_fw / nlstm_bw, as RETURNN named them
     with open_checkpoint(PREFIX) as orig:
         assert sorted(back) == sorted(n for n in orig if n.startswith(("nlstm", "output")))
