@@ -3,7 +3,6 @@ fresh temporary directory, then every shell command of the "Command line" sectio
 import re
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,14 @@ def _forget_modules_under(folder):
 
 
 @pytest.fixture()
-def forget_modules():
-    """Modules written into temporary folders (the README's builders.py, other tests' ones of the same
-    name) must not leak between tests: a fresh directory gets fresh imports."""
-    _forget_modules_under(tempfile.gettempdir())
+def forget_modules(tmp_path_factory):
+    """Modules written into pytest's temporary folders (the README's builders.py, other tests' ones of
+    the same name) must not leak between tests: a fresh directory gets fresh imports.  Only pytest's
+    own base folder: a checkout or a virtual environment may live in the system's temp folder too."""
+    base = tmp_path_factory.getbasetemp()
+    _forget_modules_under(base)
     yield
-    _forget_modules_under(tempfile.gettempdir())
+    _forget_modules_under(base)
 
 
 def test_readme_blocks_and_cli_commands_run(tmp_path, monkeypatch, forget_modules):
