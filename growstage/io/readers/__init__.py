@@ -24,46 +24,111 @@ from growstage.core.errors import StoreError
 from growstage.io.readers.base import Entry, Reader, from_snapshot
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's end record
+_TF_INDEX_MAGIC = bytes.fromhex("57fb808b247547db")  # the last 8 bytes of a TensorFlow table (.index) file
 
+
+def hdf5_offset(path: str) -> int | None:
+    """Where the HDF5 signature starts (0, 512, 1024, 2048, ...: HDF5 allows a user block), or None.
+
+    Read with plain ``open()``: deciding "is this HDF5" never asks HDF5 itself, which can spin
+    or crash on a damaged superblock.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x"); _ = open(p, "wb").write(b" " * 512 + _HDF5_MAGIC)
+    >>> hdf5_offset(p)
+    512
+    """
+    with open(path, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        offset = 0
+        while offset + 8 <= size:
+            fp.seek(offset)
+            if fp.read(8) == _HDF5_MAGIC:
+                return offset
+            offset = 512 if offset == 0 else offset * 2
+    return None
+
+
+def is_tf_index(path: str) -> bool:
+    """True when ``path`` ends like a TensorFlow table file (its footer's magic number)."""
+    try:
+        with open(path, "rb") as fp:
+            if os.fstat(fp.fileno()).st_size < 48:  # a table footer alone is 48 bytes
+                return False
+            fp.seek(-8, os.SEEK_END)
+            return fp.read(8) == _TF_INDEX_MAGIC
+    except OSError:
+        return False
+
+
+def _hdf5_kind(path: str) -> str:
+    """``growstage`` or ``keras``: risky structures are refused before any attribute is read."""
+    import h5py
+
+    from growstage.io.hdf5_guard import refuse_risky
+
+    try:
+        with h5py.File(path, "r") as f:
+            refuse_risky(f, path)
+            return "growstage" if f.attrs.get("format") == "growstage" else "keras"
+    except StoreError:
+        raise
+    except Exception as e:  # h5py raises OSError, KeyError, ValueError, RuntimeError on damage
+        raise StoreError(path, f"damaged HDF5 file ({type(e).__name__}: {e})") from None
+
+
+def _tf_kind(path: str) -> str:
+    from growstage.io.readers.tf_bundle import checkpoint_prefix
+
+    prefix = checkpoint_prefix(path)
+    if prefix is not None and not is_tf_index(prefix + ".index"):
+        raise StoreError(prefix + ".index", "not a TensorFlow checkpoint index (its footer's magic number is wrong): "
+                                            "damaged, truncated or not a checkpoint")
+    return "tf"
 
 
 def detect_format(path: str) -> str:
-    """``growstage`` | ``tf`` | ``keras`` | ``npz``; raises :class:`StoreError` naming the file otherwise."""
+    """``growstage`` | ``tf`` | ``keras`` | ``npz``, from the file's own first bytes (an HDF5 signature, a zip
+    header, a TensorFlow index footer); raises :class:`StoreError` naming the file otherwise.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "w.h5"); _ = open(p, "wb").write(b"not a checkpoint")
+    >>> try:
+    ...     detect_format(p)
+    ... except StoreError as e:
+    ...     print(e.problem[:28])
+    not a format growstage reads
+    """
     from growstage.io.readers.tf_bundle import checkpoint_prefix
 
+    if not path:
+        raise StoreError("''", "an empty path; give a checkpoint file or directory")
     if os.path.isdir(path):
         if checkpoint_prefix(path):
-            return "tf"
+            return _tf_kind(path)
         raise StoreError(path, "a directory with neither a TensorFlow 'checkpoint' file nor epoch-NNNN.h5 "
                                "training checkpoints; give a checkpoint file (epoch-NNNN.h5, *.weights.h5, "
                                "*.npz) or a TensorFlow checkpoint prefix")
     if not os.path.exists(path):
         if os.path.exists(path + ".index"):
-            return "tf"
+            return _tf_kind(path)
         raise StoreError(path, "no such file")
-    if path.endswith(".index") or ".data-" in os.path.basename(path):
-        return "tf"
     from growstage.io.hdf5_guard import require_regular_file
     require_regular_file(path)  # a FIFO would block the open() below forever
+    if path.endswith(".index") or ".data-" in os.path.basename(path):
+        return _tf_kind(path)
     with open(path, "rb") as fp:
         head = fp.read(8)
-    if head == _HDF5_MAGIC:
-        import h5py
-
-        try:
-            with h5py.File(path, "r") as f:
-                return "growstage" if f.attrs.get("format") == "growstage" else "keras"
-        except Exception as e:  # h5py raises OSError, KeyError, ValueError, RuntimeError on damage
-            raise StoreError(path, f"damaged HDF5 file ({type(e).__name__}: {e})") from None
-    if head[:2] == b"PK":
+    if head[:4] in _ZIP_MAGICS:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise StoreError(path, f"damaged zip archive ({e})") from None
-        if "model.weights.h5" in names or "config.json" in names:
-            return "keras"
-        return "npz"
+        return "keras" if "model.weights.h5" in names or "config.json" in names else "npz"
+    if hdf5_offset(path) is not None:
+        return _hdf5_kind(path)
     raise StoreError(path, "not a format growstage reads (growstage/Keras HDF5, .keras, .npz or a TensorFlow "
                            "checkpoint prefix/directory)")
 
