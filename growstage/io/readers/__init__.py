@@ -20,7 +20,7 @@ import os
 import zipfile
 from typing import Any
 
-from growstage.core.errors import StoreError
+from growstage.core.errors import GrowstageError, StoreError
 from growstage.io.readers.base import Entry, Reader, from_snapshot
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -70,7 +70,7 @@ def _hdf5_kind(path: str) -> str:
 
     try:
         with h5py.File(path, "r") as f:
-            refuse_risky(f, path)
+            refuse_risky(f, path, allow_large=True)  # detection reads no data; the reader checks sizes
             return "growstage" if f.attrs.get("format") == "growstage" else "keras"
     except StoreError:
         raise
@@ -133,17 +133,49 @@ def detect_format(path: str) -> str:
                            "checkpoint prefix/directory)")
 
 
-def open_checkpoint(path: str | os.PathLike, *, model: Any = None, param_names: Any = None) -> Reader:
+# What readers and h5py/zipfile/json raise on a damaged or hostile file; each becomes a StoreError naming it.
+READ_ERRORS = (OSError, KeyError, IndexError, ValueError, TypeError, AttributeError, RuntimeError, EOFError,
+               OverflowError, MemoryError, RecursionError, zipfile.BadZipFile)
+
+
+def as_store_error(path: Any, e: BaseException) -> StoreError:
+    """``e`` (raised while reading ``path``) as one line of :class:`StoreError`.
+
+    >>> str(as_store_error("w.h5", ValueError("bad\\nvalue")))
+    'w.h5: cannot read it (ValueError: bad value)'
+    """
+    text = " ".join(f"{type(e).__name__}: {e}".split())  # one line: HDF5 messages span several
+    return StoreError(os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path),
+                      f"cannot read it ({text[:400]})")
+
+
+def open_checkpoint(path: str | os.PathLike, *, model: Any = None, param_names: Any = None,
+                    allow_large: bool = False) -> Reader:
     """Open any supported checkpoint lazily; ``model`` names Keras 3 / Keras 2 object-based files' layers,
-    ``param_names(layer) -> {id(variable): name}`` their params (:func:`growstage.open_checkpoint` supplies it)."""
+    ``param_names(layer) -> {id(variable): name}`` their params (:func:`growstage.open_checkpoint` supplies it).
+
+    ``allow_large``: accept HDF5 datasets that declare far more bytes than their file holds.  Every
+    failure is a :class:`~growstage.core.errors.GrowstageError` naming the file.
+    """
+    try:
+        return _open(path, model, param_names, allow_large)
+    except GrowstageError:
+        raise
+    except READ_ERRORS as e:
+        raise as_store_error(path, e) from None
+
+
+def _open(path: Any, model: Any, param_names: Any, allow_large: bool) -> Reader:
     from growstage.io.checkpoint_dir import resolve_training_dir
 
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise StoreError(repr(path), "not a checkpoint path; give a file or directory name")
     path, note = resolve_training_dir(path)
     kind = detect_format(path)
     if kind == "growstage":
         from growstage.io.store import load
 
-        reader = from_snapshot(load(path), path)
+        reader = from_snapshot(load(path, allow_large=allow_large), path)
         reader.notes += [note] if note else []
         return reader
     if kind == "tf":
@@ -153,7 +185,7 @@ def open_checkpoint(path: str | os.PathLike, *, model: Any = None, param_names: 
     if kind == "keras":
         from growstage.io.readers.keras_files import open_keras_weights
 
-        return open_keras_weights(path, model=model, param_names=param_names)
+        return open_keras_weights(path, model=model, param_names=param_names, allow_large=allow_large)
     from growstage.io.readers.npz import open_npz
 
     return open_npz(path)
