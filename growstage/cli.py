@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from growstage.core.errors import GrowstageError
+from growstage.core.errors import GrowstageError, PlanError
 
 
 def _load_builder(spec: str) -> Any:
@@ -213,17 +213,7 @@ _RELAX = {"ignore-missing": "target params without a source keep their init (rep
           "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
-                            help="what to do (growstage COMMAND --help documents its options)")
-    sub.add_parser("demo", help="run the layer-wise growing demo (growstage demo --help for its options)",
-                   add_help=False)
-    p = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="list the tensors of a checkpoint")
-    p.add_argument("path", metavar="PATH", help=_SRC_HELP)
-    p.add_argument("--stats", action="store_true", help="mean, std, min, max, non-finite count (reads every tensor)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+def _add_plan_parser(sub: Any) -> None:
     p = sub.add_parser("plan", help="dry-run table of a transfer", description="dry-run table of a transfer: "
                        "what each target param would get, nothing is written")
     p.add_argument("src", metavar="SRC", help=_SRC_HELP)
@@ -244,21 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true", help=text)
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
     _add_rule_flags(p)
-    p = sub.add_parser("average", help="average checkpoints of one architecture",
-                       description="average float tensors of checkpoints of one architecture; integer tensors "
-                                   "come from the last")
-    p.add_argument("ckpts", nargs="+", metavar="CKPT", help="checkpoints to average (" + _SRC_HELP + ")")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="the growstage HDF5 file to write")
-    p = sub.add_parser("diff", help="compare two checkpoints",
-                       description="what differs between two checkpoints; exit 1 when anything does")
-    p.add_argument("a", metavar="A", help="the first checkpoint (" + _SRC_HELP + ")")
-    p.add_argument("b", metavar="B", help="the second checkpoint, same formats")
-    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    p = sub.add_parser("convert", help="any readable checkpoint to growstage HDF5",
-                       description="any readable checkpoint to growstage HDF5, names renamed by the rules")
-    p.add_argument("src", metavar="SRC", help=_SRC_HELP)
-    p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
-    _add_rule_flags(p)
+
+
+def _add_export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
                        description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
                        "file and print one row per tensor (what was transposed or reordered).")
@@ -275,6 +253,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-auto-names", dest="allow_auto_names", action="store_true",
                    help="accept Keras auto-generated layer names (model sources)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                            help="what to do (growstage COMMAND --help documents its options)")
+    sub.add_parser("demo", help="run the layer-wise growing demo (growstage demo --help for its options)",
+                   add_help=False)
+    p = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="list the tensors of a checkpoint")
+    p.add_argument("path", metavar="PATH", help=_SRC_HELP)
+    p.add_argument("--stats", action="store_true", help="mean, std, min, max, non-finite count (reads every tensor)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_plan_parser(sub)
+    p = sub.add_parser("average", help="average checkpoints of one architecture",
+                       description="average float tensors of checkpoints of one architecture; integer tensors "
+                                   "come from the last")
+    p.add_argument("ckpts", nargs="+", metavar="CKPT", help="checkpoints to average (" + _SRC_HELP + ")")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="the growstage HDF5 file to write")
+    p = sub.add_parser("diff", help="compare two checkpoints",
+                       description="what differs between two checkpoints; exit 1 when anything does")
+    p.add_argument("a", metavar="A", help="the first checkpoint (" + _SRC_HELP + ")")
+    p.add_argument("b", metavar="B", help="the second checkpoint, same formats")
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p = sub.add_parser("convert", help="any readable checkpoint to growstage HDF5",
+                       description="any readable checkpoint to growstage HDF5, names renamed by the rules")
+    p.add_argument("src", metavar="SRC", help=_SRC_HELP)
+    p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
+    _add_rule_flags(p)
+    _add_export_parser(sub)
     return ap
 
 
@@ -290,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unrecognized arguments: {' '.join(rest)}")
         return _run(args)
     except GrowstageError as e:
-        print(f"growstage: error: {e}", file=sys.stderr)
+        # a file's problem is one line (HDF5's own messages span several); a plan's problems stay a list
+        text = str(e) if isinstance(e, PlanError) else " ".join(str(e).split())
+        print(f"growstage: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("growstage: interrupted", file=sys.stderr)

@@ -39,7 +39,7 @@ import numpy as np
 
 from growstage.core.errors import StoreError
 from growstage.io.hdf5_guard import refuse_risky, require_regular_file
-from growstage.io.integrity import USERBLOCK, structure_crc, write_digest
+from growstage.io.integrity import USERBLOCK, digest_status, structure_crc, write_digest
 from growstage.core.values import Param, Snapshot, as_snapshot
 
 FORMAT = "growstage"
@@ -288,6 +288,9 @@ def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
         notes = []
         if version == 1:
             notes.append(V1_NOTE)
+        elif digest_status(path, full=False) != "ok":  # the header only: a full pass would undo lazy reading
+            raise StoreError(path, "its whole-file digest (the first bytes of a format v2 file) is missing or does "
+                                   "not match the file's length: damaged, truncated or appended to")
         elif int(f.attrs.get("structure_crc32", -1)) != structure_crc(meta_json, rows):
             raise StoreError(path, "names, split info, roles, dtypes, shapes or metadata differ from what was written "
                                    "(structure checksum mismatch): the file is damaged or was edited")

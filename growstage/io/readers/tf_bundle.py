@@ -182,7 +182,7 @@ def open_tf_checkpoint(path: str, *, model: Any = None) -> Reader:
             continue
         try:
             npd = np.dtype(dtypes[key].as_numpy_dtype)
-        except TypeError:
+        except (TypeError, KeyError, ValueError):  # variant, resource, string: no numpy dtype (variant: KeyError)
             npd = np.dtype(object)
         if not is_numeric(npd):
             notes.append(f"{key}: {dtypes[key].name} tensor skipped (not numeric)")
