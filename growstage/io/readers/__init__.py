@@ -168,8 +168,10 @@ def open_checkpoint(path: str | os.PathLike, *, model: Any = None, param_names: 
 def _open(path: Any, model: Any, param_names: Any, allow_large: bool) -> Reader:
     from growstage.io.checkpoint_dir import resolve_training_dir
 
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    if not isinstance(path, (str, os.PathLike)):
         raise StoreError(repr(path), "not a checkpoint path; give a file or directory name")
+    if not os.fspath(path):
+        raise StoreError("''", "an empty path; give a checkpoint file or directory")
     path, note = resolve_training_dir(path)
     kind = detect_format(path)
     if kind == "growstage":
