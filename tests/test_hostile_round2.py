@@ -232,6 +232,15 @@ def test_a_garbage_state_file_is_refused_naming_it_and_a_sound_one_still_loads(t
         growstage.open_checkpoint(str(tmp_path))
 
 
+def test_bit_flip_then_resume_is_bit_identical_to_an_uninterrupted_run():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import crash_harness
+
+    # the digest header, the user block's unread padding, the superblock, then two random bytes
+    failures = crash_harness.bitflips(5, seed=3, log=lambda *a: None, positions=[3, 100, 530, None, None])
+    assert failures == []
+
+
 # 5. format v2: names, split info, roles, dtype, shape and metadata are checksummed
 
 TAMPER = {
