@@ -333,3 +333,20 @@ def test_allow_large_reaches_growstage_files(tmp_path):
     integrity.write_digest(path)
     with pytest.raises(StoreError, match="g.h5: .*structure checksum"):  # past the size check, the edit is seen
         growstage.load(path, allow_large=True)
+
+
+def test_a_keras_archive_whose_inner_hdf5_declares_too_much_needs_allow_large(tmp_path):
+    import io
+    import zipfile
+
+    inner = io.BytesIO()
+    with h5py.File(inner, "w") as f:
+        f.create_group("layers/out/vars").create_dataset("0", shape=(40_000_000,), dtype="f4", chunks=(1 << 16,))
+    path = str(tmp_path / "m.keras")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model.weights.h5", inner.getvalue())
+        z.writestr("config.json", "{}")
+    with pytest.raises(StoreError, match=r"m\.keras: its datasets declare 160,000,000 bytes"):
+        growstage.open_checkpoint(path)
+    with growstage.open_checkpoint(path, allow_large=True) as r:
+        assert r["out/vars/0"].shape == (40_000_000,)
