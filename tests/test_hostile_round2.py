@@ -341,7 +341,9 @@ def test_a_keras_archive_whose_inner_hdf5_declares_too_much_needs_allow_large(tm
 
     inner = io.BytesIO()
     with h5py.File(inner, "w") as f:
-        f.create_group("layers/out/vars").create_dataset("0", shape=(40_000_000,), dtype="f4", chunks=(1 << 16,))
+        g = f.create_group("layers/out/vars")
+        g.attrs["name"] = "out"
+        g.create_dataset("0", shape=(40_000_000,), dtype="f4", chunks=(1 << 16,))
     path = str(tmp_path / "m.keras")
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("model.weights.h5", inner.getvalue())
