@@ -352,3 +352,14 @@ def test_a_keras_archive_whose_inner_hdf5_declares_too_much_needs_allow_large(tm
         growstage.open_checkpoint(path)
     with growstage.open_checkpoint(path, allow_large=True) as r:
         assert r["out/vars/0"].shape == (40_000_000,)
+
+
+def test_reading_an_entry_directly_fails_as_a_store_error_too(tmp_path):
+    from growstage.io.readers.base import Entry, Reader
+
+    def broken(index):
+        raise IndexError("Read less bytes than requested")  # what TF's reader says of a truncated .data file
+
+    r = Reader(str(tmp_path / "ck"), "tf2", {}, optimizer={"opt/m": Entry((2,), np.dtype("f4"), broken)})
+    with pytest.raises(StoreError, match=r"ck: cannot read tensor 'opt/m': IndexError"):
+        r.optimizer["opt/m"].read()
