@@ -78,6 +78,9 @@ def open_verified(path: str) -> Snapshot:
     without a digest (format v1) is first verified in a child process
     (:func:`~growstage.io.integrity.verify_isolated`), since a flipped bit can make HDF5
     segfault or spin; a crash or hang there ends the child, and the file counts as damaged.
+    The common path (v2, intact) costs one extra sequential read of the file and no process.
+    The digest guards against accidents (bit rot, torn copies), not against someone who
+    crafts a file and recomputes its CRC: that is a checksum, not a signature.
     """
     status = digest_status(path)
     if status.startswith("mismatch"):
