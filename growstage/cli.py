@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     from growstage import filetools as fileops
 
     if args.cmd == "inspect":
-        _print_inspect(fileops.inspect(args.path, stats=args.stats), args.json)
+        _print_inspect(fileops.inspect(args.path, stats=args.stats, allow_large=args.allow_large), args.json)
         return 0
     if args.cmd == "plan":
         from growstage.engine.planning import plan
@@ -118,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
         opts: dict[str, Any] = {"mode": args.mode, "fill": _fill_arg(args.fill)}
         if args.only:
             opts["only"] = args.only
-        for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names"):
+        for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names",
+                     "allow_large"):
             if getattr(args, flag):
                 opts[flag] = True
         p = plan(args.src, model, rules=_rules(args), **opts)
@@ -210,7 +211,9 @@ _RELAX = {"ignore-missing": "target params without a source keep their init (rep
           "ignore-unused": "source params without a home are allowed (reported)",
           "allow-new-layers": "target layers absent from the source keep their init (reported)",
           "allow-cast": "allow a dtype change (e.g. float16 -> float32)",
-          "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically"}
+          "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically",
+          "allow-large": "read HDF5 datasets declaring over 10x their file's size (compressed or sparse: a memory "
+                         "risk, refused by default)"}
 
 
 def _add_plan_parser(sub: Any) -> None:
@@ -265,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="list the tensors of a checkpoint")
     p.add_argument("path", metavar="PATH", help=_SRC_HELP)
     p.add_argument("--stats", action="store_true", help="mean, std, min, max, non-finite count (reads every tensor)")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_plan_parser(sub)
     p = sub.add_parser("average", help="average checkpoints of one architecture",

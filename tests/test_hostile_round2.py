@@ -321,6 +321,7 @@ def test_a_sparse_dataset_declaring_far_more_than_the_file_needs_allow_large(tmp
     with growstage.open_checkpoint(path, allow_large=True) as r:
         assert r["out/vars/0"].shape == (40_000_000,)
     assert growstage.TransferOptions(allow_large=True).allow_large is True
+    assert cli_main(["inspect", path]) == 2 and cli_main(["inspect", "--allow-large", path]) == 0
 
 
 def test_allow_large_reaches_growstage_files(tmp_path):

@@ -67,7 +67,7 @@ def refuse_risky(f: h5py.File, path: str, *, allow_large: bool = False) -> None:
     if not allow_large and declared > max(LARGE_MIN, LARGE_RATIO * size):
         raise StoreError(path, f"its datasets declare {declared:,d} bytes, over {LARGE_RATIO}x the file's {size:,d} "
                                "bytes (compressed or sparse storage): refused to protect memory; if you trust "
-                               "this file, pass allow_large=True")
+                               "this file, pass allow_large=True (--allow-large on the command line)")
 
 
 def _walk(f: h5py.File, path: str) -> int:
