@@ -5,11 +5,13 @@ Layout: root attributes ``format="growstage"``, ``format_version``,
 dataset per param (names percent-quoted, so ``/`` inside a name stays a
 name), with attributes ``name``, ``split`` and ``roles`` (JSON) and
 ``crc32``.  Format v2 adds ``structure_crc32`` (a root attribute over every
-name, split info, roles, dtype, shape and the metadata) and a whole-file digest in
-HDF5's user block (:mod:`growstage.io.integrity`); v1 files still load, with a note
-that their names and metadata are not checksummed.  A file is written under a temporary name in the target's
-directory, flushed, fsynced and renamed, so it is complete or absent.  Nothing
-is unpickled: only numeric datasets and JSON strings are read.
+name, split info, roles, dtype, shape and the metadata, checked on every load)
+and a whole-file digest in HDF5's 512-byte user block (:mod:`growstage.io.integrity`;
+``latest_checkpoint`` checks it before HDF5 parses the file).  v1 files still load,
+with a note that their names and metadata are not checksummed.  A file is written
+under a temporary name in the target's directory, flushed, fsynced and renamed,
+so it is complete or absent.  Nothing is unpickled: only numeric datasets and
+JSON strings are read.
 
 numpy and h5py only: no framework import here.
 
