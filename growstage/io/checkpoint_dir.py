@@ -81,6 +81,12 @@ def open_verified(path: str) -> Snapshot:
     The common path (v2, intact) costs one extra sequential read of the file and no process.
     The digest guards against accidents (bit rot, torn copies), not against someone who
     crafts a file and recomputes its CRC: that is a checksum, not a signature.
+
+    >>> import numpy as np, tempfile
+    >>> p = str(save({"l": {"w": np.ones(2)}}, os.path.join(tempfile.mkdtemp(), "s.h5")))
+    >>> with open_verified(p) as snap:
+    ...     print(snap["l"]["w"].read())
+    [1. 1.]
     """
     status = digest_status(path)
     if status.startswith("mismatch"):

@@ -106,9 +106,18 @@ def verify_isolated(path: str, *, timeout: float | None = None) -> str | None:
 
     A segfault, an abort or a hang (past ``timeout``, by default 30 s plus 1 s per 20 MB) in HDF5
     ends the child only.
+
+    >>> import numpy as np, tempfile
+    >>> from growstage.io.store import save
+    >>> p = str(save({"l": {"w": np.ones(2)}}, os.path.join(tempfile.mkdtemp(), "s.h5")))
+    >>> verify_isolated(p) is None, verify_isolated(p + ".missing").endswith("s.h5.missing: no such file")
+    (True, True)
     """
     if timeout is None:
-        timeout = 30.0 + os.path.getsize(path) / 20e6
+        try:
+            timeout = 30.0 + os.path.getsize(path) / 20e6
+        except OSError:  # gone or unreadable: the child says why
+            timeout = 30.0
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
     try:

@@ -51,7 +51,13 @@ def hdf5_offset(path: str) -> int | None:
 
 
 def is_tf_index(path: str) -> bool:
-    """True when ``path`` ends like a TensorFlow table file (its footer's magic number)."""
+    """True when ``path`` ends like a TensorFlow table file (its footer's magic number).
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.index"); _ = open(p, "wb").write(bytes(40) + _TF_INDEX_MAGIC)
+    >>> is_tf_index(p), is_tf_index(p + ".missing")
+    (True, False)
+    """
     try:
         with open(path, "rb") as fp:
             if os.fstat(fp.fileno()).st_size < 48:  # a table footer alone is 48 bytes
