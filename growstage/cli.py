@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from growstage.core.errors import GrowstageError
+from growstage.core.errors import GrowstageError, PlanError
 
 
 def _load_builder(spec: str) -> Any:
@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     from growstage import filetools as fileops
 
     if args.cmd == "inspect":
-        _print_inspect(fileops.inspect(args.path, stats=args.stats), args.json)
+        _print_inspect(fileops.inspect(args.path, stats=args.stats, allow_large=args.allow_large), args.json)
         return 0
     if args.cmd == "plan":
         from growstage.engine.planning import plan
@@ -118,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
         opts: dict[str, Any] = {"mode": args.mode, "fill": _fill_arg(args.fill)}
         if args.only:
             opts["only"] = args.only
-        for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names"):
+        for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names",
+                     "allow_large"):
             if getattr(args, flag):
                 opts[flag] = True
         p = plan(args.src, model, rules=_rules(args), **opts)
@@ -210,10 +211,35 @@ _RELAX = {"ignore-missing": "target params without a source keep their init (rep
           "ignore-unused": "source params without a home are allowed (reported)",
           "allow-new-layers": "target layers absent from the source keep their init (reported)",
           "allow-cast": "allow a dtype change (e.g. float16 -> float32)",
-          "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically"}
+          "allow-auto-names": "accept Keras-generated layer names (dense_3), stable only if built identically",
+          "allow-large": "read HDF5 datasets declaring over 10x their file's size (compressed or sparse: a memory "
+                         "risk, refused by default)"}
 
 
-def _add_export(sub: Any) -> None:
+def _add_plan_parser(sub: Any) -> None:
+    p = sub.add_parser("plan", help="dry-run table of a transfer", description="dry-run table of a transfer: "
+                       "what each target param would get, nothing is written")
+    p.add_argument("src", metavar="SRC", help=_SRC_HELP)
+    p.add_argument("--into", required=True, metavar="MODULE:FUNCTION",
+                   help="the target model: FUNCTION() from MODULE (importable from the current directory) "
+                        "or from FILE.py (FILE.py:FUNCTION); runs that code")
+    p.add_argument("--mode", default="exact", choices=("exact", "ifpossible", "subset", "reset"),
+                   help="how a value meets a target of another shape: exact (default, as in the library: error), "
+                        "ifpossible (copy equal shapes, keep the init otherwise), subset (block-wise slice/pad), "
+                        "reset (keep the init)")
+    p.add_argument("--fill", default="init", metavar="FILL",
+                   help="what padded entries hold: init (default: the target's init), zeros, a number, "
+                        "preserve, net2net or double (function-preserving)")
+    p.add_argument("--only", action="append", metavar="LAYER",
+                   help="load only this target layer (repeatable); the others keep their values")
+    g = p.add_argument_group("relaxations (strict by default)")
+    for flag, text in _RELAX.items():
+        g.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true", help=text)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    _add_rule_flags(p)
+
+
+def _add_export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
                        description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
                        "file and print one row per tensor (what was transposed or reordered).")
@@ -242,27 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list the tensors of a checkpoint", description="list the tensors of a checkpoint")
     p.add_argument("path", metavar="PATH", help=_SRC_HELP)
     p.add_argument("--stats", action="store_true", help="mean, std, min, max, non-finite count (reads every tensor)")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p = sub.add_parser("plan", help="dry-run table of a transfer", description="dry-run table of a transfer: "
-                       "what each target param would get, nothing is written")
-    p.add_argument("src", metavar="SRC", help=_SRC_HELP)
-    p.add_argument("--into", required=True, metavar="MODULE:FUNCTION",
-                   help="the target model: FUNCTION() from MODULE (importable from the current directory) "
-                        "or from FILE.py (FILE.py:FUNCTION); runs that code")
-    p.add_argument("--mode", default="exact", choices=("exact", "ifpossible", "subset", "reset"),
-                   help="how a value meets a target of another shape: exact (default, as in the library: error), "
-                        "ifpossible (copy equal shapes, keep the init otherwise), subset (block-wise slice/pad), "
-                        "reset (keep the init)")
-    p.add_argument("--fill", default="init", metavar="FILL",
-                   help="what padded entries hold: init (default: the target's init), zeros, a number, "
-                        "preserve, net2net or double (function-preserving)")
-    p.add_argument("--only", action="append", metavar="LAYER",
-                   help="load only this target layer (repeatable); the others keep their values")
-    g = p.add_argument_group("relaxations (strict by default)")
-    for flag, text in _RELAX.items():
-        g.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true", help=text)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
-    _add_rule_flags(p)
+    _add_plan_parser(sub)
     p = sub.add_parser("average", help="average checkpoints of one architecture",
                        description="average float tensors of checkpoints of one architecture; integer tensors "
                                    "come from the last")
@@ -278,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help=_SRC_HELP)
     p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
     _add_rule_flags(p)
-    _add_export(sub)
+    _add_export_parser(sub)
     return ap
 
 
@@ -294,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unrecognized arguments: {' '.join(rest)}")
         return _run(args)
     except GrowstageError as e:
-        print(f"growstage: error: {e}", file=sys.stderr)
+        # a file's problem is one line (HDF5's own messages span several); a plan's problems stay a list
+        text = str(e) if isinstance(e, PlanError) else " ".join(str(e).split())
+        print(f"growstage: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("growstage: interrupted", file=sys.stderr)

@@ -60,10 +60,12 @@ def _stats(arr: np.ndarray) -> dict[str, float]:
             "nonfinite": int(np.size(a) - np.isfinite(a).sum())}
 
 
-def inspect(path: str | os.PathLike, *, stats: bool = False, model: Any = None) -> dict[str, Any]:
+def inspect(path: str | os.PathLike, *, stats: bool = False, model: Any = None,
+            allow_large: bool = False) -> dict[str, Any]:
     """``{"path", "format", "meta", "notes", "params"}``, one params row per tensor: name, shape,
-    dtype, bytes (and mean/std/min/max/nonfinite with ``stats``)."""
-    with open_checkpoint(path, model=model) as r:
+    dtype, bytes (and mean/std/min/max/nonfinite with ``stats``).  ``allow_large``: accept HDF5
+    datasets declaring far more bytes than their file holds."""
+    with open_checkpoint(path, model=model, allow_large=allow_large) as r:
         rows = []
         for name in progress(list(r), len(r), "inspect"):
             e = r[name]

@@ -9,6 +9,11 @@ reported; and after ``latest_checkpoint`` no temporary file is left.
 
     python tests/crash_harness.py --kills 200          # the full run (about 4 minutes)
     python tests/crash_harness.py --writers 2 --kills 20   # two writers sharing the directory
+    python tests/crash_harness.py --bitflips 50            # flip a bit in the newest checkpoint, then resume
+
+``--bitflips``: a growing ``fit`` run is cut short after a random epoch, one random bit of its
+newest checkpoint is flipped, and ``fit(resume=True)`` must resume from the newest intact
+checkpoint and end bit-identical (params and optimizer slots) to an uninterrupted run.
 
 The test suite runs a smaller count.
 """
@@ -128,19 +133,87 @@ def run(kills: int, writers: int = 1, seed: int = 0, directory: str | None = Non
     return failures
 
 
+def _fit(directory: str, epochs: int, resume: bool = False):
+    import keras
+
+    import growstage
+    from growstage.framework.optimizer import optimizer_state
+
+    def build(stage):
+        x = keras.Input((4,), name="x")
+        h = keras.layers.Dense(stage.spec, activation="tanh", name="h0")(x)
+        return keras.Model(x, keras.layers.Dense(2, name="out")(h))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4)).astype("f4")
+    hist = growstage.fit(growstage.Schedule(build, stages=[3, 5], repetitions=2), x, x[:, :2], epochs=epochs,
+                         seed=0, checkpoint_dir=directory, keep=10, resume=resume, shuffle=False, batch_size=8,
+                         compile=lambda m, s: m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse"), log=None)
+    state = optimizer_state(hist.model)
+    flat = {f"{l}/{p}": a for l, ps in growstage.snapshot(hist.model).values_dict().items() for p, a in ps.items()}
+    flat.update({f"@opt/{l}/{p}#{f}": a for l, ps in state["slots"].items() for p, fs in ps.items() for f, a in fs.items()})
+    return hist, flat
+
+
+def bitflips(rounds: int, seed: int = 0, epochs: int = 4, log=print, positions: list | None = None) -> list[str]:
+    """Flip one random bit of the newest checkpoint of a cut-short run, resume, compare; returns the failures.
+
+    ``positions[k]`` (when given and not None) is the byte flipped in round ``k``."""
+    import shutil
+    import warnings
+
+    from growstage.io.checkpoint_dir import checkpoint_path
+
+    rnd = random.Random(seed)
+    ref_dir = tempfile.mkdtemp(prefix="growstage-flip-ref-")
+    _, want = _fit(ref_dir, epochs)
+    failures = []
+    for k in range(rounds):
+        done = rnd.randint(1, epochs - 1)  # the run was cut after epoch done-1
+        d = tempfile.mkdtemp(prefix="growstage-flip-")
+        for e in range(done):
+            shutil.copy(checkpoint_path(ref_dir, e), checkpoint_path(d, e))
+        victim = str(checkpoint_path(d, done - 1))
+        data = bytearray(open(victim, "rb").read())
+        pos, bit = rnd.randrange(len(data)), rnd.randrange(8)
+        if positions and k < len(positions) and positions[k] is not None:
+            pos = positions[k]
+        data[pos] ^= 1 << bit
+        open(victim, "wb").write(bytes(data))
+        # bytes 28..511 are the user block's padding, which nothing reads: the file stays intact
+        newest = done - 1 if 28 <= pos < 512 else done - 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            hist, got = _fit(d, epochs, resume=True)
+        expect = str(checkpoint_path(d, newest)) if newest >= 0 else None
+        if hist.resumed_from != expect:
+            failures.append(f"round {k}: flip at byte {pos} bit {bit}: resumed from {hist.resumed_from}, not {expect}")
+        elif got.keys() != want.keys() or any(not np.array_equal(got[n], want[n]) for n in want):
+            failures.append(f"round {k}: flip at byte {pos} bit {bit}: the resumed run differs from an uninterrupted one")
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(ref_dir, ignore_errors=True)
+    log(f"{rounds} bit flips then resume: {len(failures)} failures")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bitflips", type=int, default=0, help="bit-flip-then-resume rounds instead of kills")
     ap.add_argument("--writer", help=argparse.SUPPRESS)
     ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sys.path.insert(0, ROOT)  # run as a script from a checkout
     if args.writer:
         writer(args.writer, args.offset, args.stride)
         return 0
-    failures = run(args.kills, args.writers, args.seed)
+    if args.bitflips:
+        failures = bitflips(args.bitflips, args.seed)
+    else:
+        failures = run(args.kills, args.writers, args.seed)
     for f in failures:
         print(f)
     return 1 if failures else 0

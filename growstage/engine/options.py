@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Fill, Mode
 
-_BOOLS = ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names")
+_BOOLS = ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names", "allow_large")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class TransferOptions:
     allow_new_layers: bool = False
     allow_cast: bool = False
     allow_auto_names: bool = False
+    allow_large: bool = False  # HDF5 datasets declaring far more bytes than their file holds
     custom_missing_load_func: Callable[[str, tuple, Any], Any] | None = None
     fill_seed: int = 0
     fill_noise: float = 0.0

@@ -99,6 +99,8 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
     returns a value for a target param nothing else feeds, or None.
     ``on_nonfinite``: ``report`` (default: NaN/Inf source values are copied and
     counted in the report's notes) or ``error`` (the transfer fails, nothing changes).
+    ``allow_large``: read HDF5 files whose datasets declare far more bytes than the file holds
+    (compressed or sparse; refused by default, as a file could exhaust memory that way).
     """
     opts = TransferOptions.from_kwargs(options, **kwargs)
     if not hasattr(model, "layers") and hasattr(model, "weights"):
@@ -106,7 +108,8 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
 
         raise GrowstageError(f"model: {type(model).__name__} {getattr(model, 'name', '')!r} is a layer, not a model; "
                              "pass the model that holds it, or use set_param_values_by_dict(layer, values)")
-    src = resolve_source(source, allow_auto_names=opts.allow_auto_names, naming_model=opts.source_model or model)
+    src = resolve_source(source, allow_auto_names=opts.allow_auto_names, naming_model=opts.source_model or model,
+                         allow_large=opts.allow_large)
     targets = describe(model, allow_auto_names=opts.allow_auto_names)
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     # flat checkpoint names (a path, an open Reader): cut into layer/param at the target's layer names

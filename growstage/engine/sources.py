@@ -26,10 +26,12 @@ def _is_keras_model(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "weights") and hasattr(obj, "get_layer")
 
 
-def open_checkpoint(path: str | os.PathLike, *, model: Any = None) -> Reader:
+def open_checkpoint(path: str | os.PathLike, *, model: Any = None, allow_large: bool = False) -> Reader:
     """Open any checkpoint growstage reads, lazily: names, shapes, dtypes, ``read(name, index)``.
 
     ``model`` (a model of the architecture that wrote a Keras weight file) names its layers and params.
+    ``allow_large`` accepts HDF5 datasets that declare far more bytes than their file holds.  Any
+    failure to read the file is a :class:`~growstage.core.errors.GrowstageError` naming it.
 
     Example::
 
@@ -45,7 +47,7 @@ def open_checkpoint(path: str | os.PathLike, *, model: Any = None) -> Reader:
     names = None
     if model is not None:
         from growstage.framework.capture import param_names as names
-    return open_file(path, model=model, param_names=names)
+    return open_file(path, model=model, param_names=names, allow_large=allow_large)
 
 
 def is_flat_source(source: Any) -> bool:
@@ -53,7 +55,8 @@ def is_flat_source(source: Any) -> bool:
     return isinstance(source, (str, os.PathLike, Reader))
 
 
-def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None) -> Snapshot:
+def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None,
+                   allow_large: bool = False) -> Snapshot:
     """A Snapshot from a Snapshot, an open :class:`Reader` (e.g. ``growstage.returnn.open_returnn``), a
     checkpoint path (any format the readers know, or a ``fit`` checkpoint directory: its latest verified
     ``epoch-NNNN.h5``), a Keras model or a values dict.
@@ -65,22 +68,34 @@ def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model:
     if isinstance(source, Reader):
         return source.to_snapshot()
     if isinstance(source, (str, os.PathLike)):
-        from growstage.io.checkpoint_dir import params_only, resolve_training_dir
-        from growstage.io.readers import detect_format
+        from growstage.core.errors import GrowstageError
+        from growstage.io.readers import READ_ERRORS, as_store_error
 
-        source, note = resolve_training_dir(source)  # a fit checkpoint_dir: its latest verified epoch
-        if detect_format(source) == "growstage":
-            from growstage.io.store import load
-
-            snap = params_only(load(source))
-            snap.notes += [note] if note else []
-            return snap
-        return open_checkpoint(source, model=naming_model).to_snapshot()
+        try:
+            return _from_path(source, naming_model, allow_large)
+        except GrowstageError:
+            raise
+        except READ_ERRORS as e:  # whatever a reader lets slip is still an error naming the file
+            raise as_store_error(source, e) from None
     if _is_keras_model(source):
         from growstage.framework.capture import snapshot
 
         return snapshot(source, allow_auto_names=allow_auto_names)
     return as_snapshot(source)
+
+
+def _from_path(source: str | os.PathLike, naming_model: Any, allow_large: bool) -> Snapshot:
+    from growstage.io.checkpoint_dir import params_only, resolve_training_dir
+    from growstage.io.readers import detect_format
+
+    source, note = resolve_training_dir(source)  # a fit checkpoint_dir: its latest verified epoch
+    if detect_format(source) == "growstage":
+        from growstage.io.store import load
+
+        snap = params_only(load(source, allow_large=allow_large))
+        snap.notes += [note] if note else []
+        return snap
+    return open_checkpoint(source, model=naming_model, allow_large=allow_large).to_snapshot()
 
 
 def apply_rules(src: Snapshot, rules: Any, layer_names: Iterable[str]) -> Snapshot:

@@ -12,6 +12,7 @@ right after opening.
 """
 from __future__ import annotations
 
+import math
 import os
 import stat
 
@@ -32,26 +33,46 @@ def require_regular_file(path: str) -> None:
         raise StoreError(path, "not a regular file (FIFO, device or directory): refused")
 
 
-def _check_dataset(ds_id, path: str, name: str) -> None:
+# A dataset may declare more bytes than its file holds (compression, unwritten chunks); trained
+# weights barely compress, so a file declaring more than LARGE_RATIO times its size (and more
+# than LARGE_MIN bytes) is a decompression or sparse-file bomb unless the caller says otherwise.
+LARGE_RATIO = 10
+LARGE_MIN = 64 << 20
+
+
+def _check_dataset(ds_id, path: str, name: str) -> int:
+    """Refuse external storage and virtual layouts; returns the bytes the dataset declares."""
     plist = ds_id.get_create_plist()
     if plist.get_external_count() > 0:
         raise StoreError(path, f"dataset {name!r} uses external storage (reads another file): refused")
     if plist.get_layout() == h5py.h5d.VIRTUAL:
         raise StoreError(path, f"dataset {name!r} is a virtual dataset (maps other files): refused")
+    return math.prod(int(d) for d in (ds_id.shape or ())) * ds_id.dtype.itemsize
 
 
-def refuse_risky(f: h5py.File, path: str) -> None:
-    """Walk every link without following it; raise StoreError on the first risky one."""
+def refuse_risky(f: h5py.File, path: str, *, allow_large: bool = False) -> None:
+    """Walk every link without following it; raise StoreError on the first risky one.
+
+    Unless ``allow_large``, also refuse a file whose datasets together declare more than
+    ``LARGE_RATIO`` times the file's size and more than ``LARGE_MIN`` bytes: reading them
+    would allocate memory the file cannot justify.
+    """
     try:
-        _walk(f, path)
+        declared = _walk(f, path)
+        size = int(f.id.get_filesize())
     except StoreError:
         raise
     except Exception as e:  # a damaged tree: h5py raises KeyError, OSError, RuntimeError, ValueError
         raise StoreError(path, f"damaged HDF5 structure ({type(e).__name__}: {e})") from None
+    if not allow_large and declared > max(LARGE_MIN, LARGE_RATIO * size):
+        raise StoreError(path, f"its datasets declare {declared:,d} bytes, over {LARGE_RATIO}x the file's {size:,d} "
+                               "bytes (compressed or sparse storage): refused to protect memory; if you trust "
+                               "this file, pass allow_large=True (--allow-large on the command line)")
 
 
-def _walk(f: h5py.File, path: str) -> None:
+def _walk(f: h5py.File, path: str) -> int:
     stack = ["/"]
+    declared = 0
     while stack:
         gname = stack.pop()
         group = f[gname]
@@ -72,10 +93,11 @@ def _walk(f: h5py.File, path: str) -> None:
                 if isinstance(oid, h5py.h5g.GroupID):
                     stack.append(full)
                 elif isinstance(oid, h5py.h5d.DatasetID):
-                    _check_dataset(oid, path, full)
+                    declared += _check_dataset(oid, path, full)
             finally:
                 if hasattr(oid, "close"):
                     oid.close()
+    return declared
 
 
 MAX_INFLATE_RATIO = 1000  # trained weights barely compress; a larger ratio is a decompression bomb

@@ -4,9 +4,14 @@ Layout: root attributes ``format="growstage"``, ``format_version``,
 ``meta`` (JSON) and ``complete``; group ``params/<layer>/<param>`` holds one
 dataset per param (names percent-quoted, so ``/`` inside a name stays a
 name), with attributes ``name``, ``split`` and ``roles`` (JSON) and
-``crc32``.  A file is written under a temporary name in the target's
-directory, flushed, fsynced and renamed, so it is complete or absent.  Nothing
-is unpickled: only numeric datasets and JSON strings are read.
+``crc32``.  Format v2 adds ``structure_crc32`` (a root attribute over every
+name, split info, roles, dtype, shape and the metadata, checked on every load)
+and a whole-file digest in HDF5's 512-byte user block (:mod:`growstage.io.integrity`;
+``latest_checkpoint`` checks it before HDF5 parses the file).  v1 files still load,
+with a note that their names and metadata are not checksummed.  A file is written
+under a temporary name in the target's directory, flushed, fsynced and renamed,
+so it is complete or absent.  Nothing is unpickled: only numeric datasets and
+JSON strings are read.
 
 numpy and h5py only: no framework import here.
 
@@ -36,10 +41,13 @@ import numpy as np
 
 from growstage.core.errors import StoreError
 from growstage.io.hdf5_guard import refuse_risky, require_regular_file
+from growstage.io.integrity import USERBLOCK, digest_status, structure_crc, write_digest
 from growstage.core.values import Param, Snapshot, as_snapshot
 
 FORMAT = "growstage"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+V1_NOTE = "format v1: names, split info, roles and metadata are not checksummed (only the data); re-save to upgrade"
 TMP_PREFIX = ".growstage-tmp-"
 _ALLOWED_KINDS = "biuf"  # bool, int, uint, float: never object / string / void
 
@@ -76,6 +84,28 @@ def _jsonable_meta(meta: dict[str, Any]) -> str:
         raise StoreError("<meta>", f"snapshot metadata must be JSON-serialisable: {e}") from None
 
 
+def _write_params(f: h5py.File, snap: Snapshot, path: Path) -> list[tuple]:
+    """Every param as a dataset; returns the rows that :func:`structure_crc` covers."""
+    rows = []
+    root = f.create_group("params", track_order=True)
+    for lname, params in snap.layers.items():
+        g = root.create_group(_q(lname), track_order=True)
+        g.attrs["name"] = lname
+        for pname, prm in params.items():
+            arr = np.asarray(prm.read())
+            if not arr.flags.c_contiguous:  # ascontiguousarray would turn 0-d into 1-d
+                arr = np.ascontiguousarray(arr)
+            if arr.dtype.kind not in _ALLOWED_KINDS:
+                raise StoreError(path, f"param {lname}/{pname} has dtype {arr.dtype}; only numeric arrays are stored")
+            ds = g.create_dataset(_q(pname), data=arr)
+            row = (lname, pname, json.dumps(prm.split), json.dumps(list(prm.roles) if prm.roles is not None else None),
+                   ds.dtype.str, arr.shape, bool(prm.trainable), crc32(arr))
+            ds.attrs["name"], ds.attrs["split"], ds.attrs["roles"] = pname, row[2], row[3]
+            ds.attrs["trainable"], ds.attrs["crc32"] = row[6], row[7]
+            rows.append(row)
+    return rows
+
+
 def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
     """Write ``snapshot`` (a Snapshot or plain values dict) to ``path`` atomically.
 
@@ -93,29 +123,16 @@ def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None 
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".h5", dir=directory)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w", track_order=True) as f:
+        with h5py.File(tmp, "w", track_order=True, userblock_size=USERBLOCK) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["meta"] = meta_json
             f.attrs["complete"] = False
-            root = f.create_group("params", track_order=True)
-            for lname, params in snap.layers.items():
-                g = root.create_group(_q(lname), track_order=True)
-                g.attrs["name"] = lname
-                for pname, prm in params.items():
-                    arr = np.asarray(prm.read())
-                    if not arr.flags.c_contiguous:  # ascontiguousarray would turn 0-d into 1-d
-                        arr = np.ascontiguousarray(arr)
-                    if arr.dtype.kind not in _ALLOWED_KINDS:
-                        raise StoreError(path, f"param {lname}/{pname} has dtype {arr.dtype}; only numeric arrays are stored")
-                    ds = g.create_dataset(_q(pname), data=arr)
-                    ds.attrs["name"] = pname
-                    ds.attrs["crc32"] = crc32(arr)
-                    ds.attrs["split"] = json.dumps(prm.split)
-                    ds.attrs["roles"] = json.dumps(list(prm.roles) if prm.roles is not None else None)
-                    ds.attrs["trainable"] = bool(prm.trainable)
+            rows = _write_params(f, snap, path)
+            f.attrs["structure_crc32"] = structure_crc(meta_json, rows)
             f.attrs["complete"] = True
             f.flush()
+        write_digest(tmp)  # after h5py closed the file: the digest covers its final bytes
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -174,69 +191,118 @@ def check_storage(ds: h5py.Dataset, path: str, label: str, *, compressed: bool =
                                f"stores {stored:,d} bytes for it: damaged or hostile, not read")
 
 
+def _raw_attr(obj, key: str, default: str = "null") -> str:
+    raw = obj.attrs.get(key, default)
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+
+
 def _json_attr(obj, key: str, path: str, label: str):
-    raw = obj.attrs.get(key, "null")
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
     try:
-        return json.loads(str(raw))
-    except ValueError:
+        return json.loads(_raw_attr(obj, key))
+    except ValueError:  # UnicodeDecodeError is a ValueError too
         raise StoreError(path, f"attribute {key!r} of {label} is not valid JSON") from None
 
 
-def load(path: str | os.PathLike) -> Snapshot:
+def _split_roles(ds, path: str, label: str) -> tuple[Any, Any]:
+    """The split info and roles of a dataset, type-checked: a hand-edited string must not reach the planner."""
+    split, roles = _json_attr(ds, "split", path, label), _json_attr(ds, "roles", path, label)
+    ndim = len(ds.shape)
+    ok_split = split is None or (isinstance(split, list) and len(split) == ndim and all(
+        isinstance(a, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in a) for a in split))
+    if not ok_split:
+        raise StoreError(path, f"split info of {label} is {split!r}, not one list of block sizes per axis "
+                               f"({ndim} axes): damaged or hand-edited")
+    if roles is not None and not (isinstance(roles, list) and len(roles) == ndim and all(isinstance(r, str) for r in roles)):
+        raise StoreError(path, f"roles of {label} are {roles!r}, not one name per axis: damaged or hand-edited")
+    return split, tuple(roles) if roles is not None else None
+
+
+def _read_layers(f: h5py.File, path: str) -> tuple[dict[str, dict[str, Param]], list[tuple]]:
+    layers: dict[str, dict[str, Param]] = {}
+    rows = []
+    for gkey, g in f["params"].items():
+        if not isinstance(g, h5py.Group):
+            raise StoreError(path, f"params/{gkey} is not a group: damaged or hand-edited file")
+        lname = _raw_attr(g, "name", unquote(gkey))
+        if lname in layers:
+            raise StoreError(path, f"layer name {lname!r} appears twice: damaged or hand-edited file")
+        params: dict[str, Param] = {}
+        for dkey, ds in g.items():
+            if not isinstance(ds, h5py.Dataset):
+                raise StoreError(path, f"params/{gkey}/{dkey} is not a dataset: damaged or hand-edited file")
+            pname = _raw_attr(ds, "name", unquote(dkey))
+            label = f"{lname}/{pname}"
+            if pname in params:
+                raise StoreError(path, f"param name {label!r} appears twice: damaged or hand-edited file")
+            if ds.dtype.kind not in _ALLOWED_KINDS:
+                raise StoreError(path, f"param {label} is not a numeric dataset")
+            split, roles = _split_roles(ds, path, label)
+            trainable = bool(ds.attrs.get("trainable", True))
+            lazy = LazyArray(f, f"params/{gkey}/{dkey}", ds, path, label)
+            params[pname] = Param(lazy, split=split, roles=roles, trainable=trainable)
+            rows.append((lname, pname, _raw_attr(ds, "split"), _raw_attr(ds, "roles"), ds.dtype.str, lazy.shape,
+                         trainable, lazy._crc))
+        layers[lname] = params
+    return layers, rows
+
+
+def _header(f: h5py.File, path: str) -> tuple[int, str, dict]:
+    """``(format version, raw meta JSON, meta)``, refusing what is not a complete growstage file."""
+    if f.attrs.get("format") != FORMAT:
+        raise StoreError(path, "not a growstage snapshot (missing format attribute); to read Keras or TF files use the checkpoint readers")
+    version = f.attrs.get("format_version", -1)
+    if not isinstance(version, (int, np.integer)) or int(version) not in _READABLE_VERSIONS:
+        raise StoreError(path, f"format version {version!r} is not supported (this growstage reads "
+                               f"{', '.join(map(str, _READABLE_VERSIONS))}); a newer growstage wrote it, or it is damaged")
+    if not bool(f.attrs.get("complete", False)):
+        raise StoreError(path, "snapshot is incomplete (its writer did not finish)")
+    meta_json = _raw_attr(f, "meta")
+    meta = _json_attr(f, "meta", path, "the file")
+    if not isinstance(meta, dict):
+        raise StoreError(path, "metadata is not a JSON object")
+    return int(version), meta_json, meta
+
+
+def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
     """Open a growstage HDF5 snapshot; params are read lazily via ``Param.read()``.
 
     The returned snapshot holds the file open until ``close()`` (or use it as a
-    context manager).
+    context manager).  A format v2 file whose names, split info, roles or metadata
+    were changed after writing is refused; a v1 file loads with a note saying they
+    are not checksummed.  ``allow_large``: accept datasets that declare far more
+    bytes than the file holds (see :func:`growstage.io.hdf5_guard.refuse_risky`).
     """
+    path = os.fspath(path) if path is not None else ""
+    if not path:
+        raise StoreError("''", "an empty path; give a growstage snapshot file")
     path = str(path)
     if not os.path.exists(path):
         raise StoreError(path, "no such file")
     require_regular_file(path)
     try:
         f = h5py.File(path, "r")
-    except (OSError, ValueError) as e:
-        raise StoreError(path, f"not a readable HDF5 file ({e})") from None
+    except Exception as e:  # OSError, ValueError, RuntimeError from a damaged superblock
+        raise StoreError(path, f"not a readable HDF5 file ({type(e).__name__}: {e})") from None
     try:
-        refuse_risky(f, path)
-        if f.attrs.get("format") != FORMAT:
-            raise StoreError(path, "not a growstage snapshot (missing format attribute); to read Keras or TF files use the checkpoint readers")
-        version = int(f.attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise StoreError(path, f"format version {version} is not supported (this growstage reads {FORMAT_VERSION})")
-        if not bool(f.attrs.get("complete", False)):
-            raise StoreError(path, "snapshot is incomplete (its writer did not finish)")
-        meta = _json_attr(f, "meta", path, "the file")
-        if not isinstance(meta, dict):
-            raise StoreError(path, "metadata is not a JSON object")
-        layers: dict[str, dict[str, Param]] = {}
-        for gkey, g in f["params"].items():
-            lname = str(g.attrs.get("name", unquote(gkey)))
-            if lname in layers:
-                raise StoreError(path, f"layer name {lname!r} appears twice: damaged or hand-edited file")
-            params: dict[str, Param] = {}
-            for dkey, ds in g.items():
-                pname = str(ds.attrs.get("name", unquote(dkey)))
-                label = f"{lname}/{pname}"
-                if pname in params:
-                    raise StoreError(path, f"param name {label!r} appears twice: damaged or hand-edited file")
-                if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in _ALLOWED_KINDS:
-                    raise StoreError(path, f"param {label} is not a numeric dataset")
-                split = _json_attr(ds, "split", path, label)
-                roles = _json_attr(ds, "roles", path, label)
-                params[pname] = Param(
-                    LazyArray(f, f"params/{gkey}/{dkey}", ds, path, label),
-                    split=split, roles=tuple(roles) if roles is not None else None,
-                    trainable=bool(ds.attrs.get("trainable", True)))
-            layers[lname] = params
+        refuse_risky(f, path, allow_large=allow_large)
+        version, meta_json, meta = _header(f, path)
+        layers, rows = _read_layers(f, path)
+        notes = []
+        if version == 1:
+            notes.append(V1_NOTE)
+        elif digest_status(path, full=False) != "ok":  # the header only: a full pass would undo lazy reading
+            raise StoreError(path, "its whole-file digest (the first bytes of a format v2 file) is missing or does "
+                                   "not match the file's length: damaged, truncated or appended to")
+        elif int(f.attrs.get("structure_crc32", -1)) != structure_crc(meta_json, rows):
+            raise StoreError(path, "names, split info, roles, dtypes, shapes or metadata differ from what was written "
+                                   "(structure checksum mismatch): the file is damaged or was edited")
     except StoreError:
         f.close()
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+    except Exception as e:  # h5py and json raise many types on a damaged file
         f.close()
-        raise StoreError(path, f"damaged snapshot ({e})") from None
-    return Snapshot(layers, meta=meta, path=path, closer=f.close)
+        raise StoreError(path, f"damaged snapshot ({type(e).__name__}: {e})") from None
+    return Snapshot(layers, meta=meta, notes=notes, path=path, closer=f.close)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -151,6 +151,9 @@ class _Run:
         if found is None:
             return None, None, 0
         path, snap = found
+        for note in snap.notes:
+            if note.startswith("skipped"):  # newer files that were damaged: say so, resume from this one
+                self.say(note)
         with snap:
             done = int(snap.meta["epoch"])
             current = self.schedule.stage_for_epoch(done)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from growstage.core.errors import StoreError, UnknownNameError
+from growstage.core.errors import GrowstageError, StoreError, UnknownNameError
 from growstage.core.values import Param, Snapshot, join_name, snapshot_from_flat
 
 _PART = re.compile(r"^(.+)/part_(\d+)$")
@@ -86,6 +86,13 @@ class Reader(Mapping):
     meta: dict[str, Any] = field(default_factory=dict)
     closer: Callable[[], None] | None = None
 
+    def __post_init__(self) -> None:
+        # Entries are public (``reader.optimizer[name].read()``): their own reads must fail as a
+        # StoreError naming the file too, not only those through :meth:`read`.
+        for table in (self.entries, self.optimizer):
+            for name, entry in table.items():
+                entry.loader = _guarded(entry.loader, self.path, name)
+
     def __getitem__(self, name: str) -> Entry:
         try:
             return self.entries[name]
@@ -133,6 +140,18 @@ class Reader(Mapping):
                                   notes=self.notes)
         snap.path, snap.closer = self.path, self.close
         return snap
+
+
+def _guarded(loader: Callable[[Any], np.ndarray], path: str, name: str) -> Callable[[Any], np.ndarray]:
+    def load(index: Any) -> np.ndarray:
+        try:
+            return loader(index)
+        except GrowstageError:
+            raise
+        except Exception as e:  # h5py, TF and zip raise many types for a damaged file
+            raise StoreError(path, f"cannot read tensor {name!r}: {type(e).__name__}: {e}") from None
+
+    return load
 
 
 class _LazyEntry:

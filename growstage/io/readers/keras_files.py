@@ -206,7 +206,7 @@ def _walk_keras2(root: h5py.Group, path: str, entries: dict[str, Entry]) -> None
             entries[key] = _ds_entry(g[wn], path, wn)
 
 
-def _open_h5(path: str, source: Any) -> h5py.File:
+def _open_h5(path: str, source: Any, allow_large: bool = False) -> h5py.File:
     if isinstance(source, (str, os.PathLike)):
         require_regular_file(str(source))
     try:
@@ -214,19 +214,21 @@ def _open_h5(path: str, source: Any) -> h5py.File:
     except Exception as e:
         raise StoreError(path, f"not a readable HDF5 file ({e})") from None
     try:
-        refuse_risky(f, path)
+        refuse_risky(f, path, allow_large=allow_large)
     except BaseException:
         f.close()
         raise
     return f
 
 
-def open_keras_weights(path: str, *, model: Any = None, param_names: ParamNames | None = None) -> Reader:
+def open_keras_weights(path: str, *, model: Any = None, param_names: ParamNames | None = None,
+                       allow_large: bool = False) -> Reader:
     """Open a Keras 3 ``.weights.h5`` / ``.keras`` or a Keras 2 ``.h5`` file lazily.
 
     ``model``: a model of the architecture that wrote the file (or one with the
     same layer names), used to name params and, for files without layer names,
-    to map Keras's class-name keys to layer names.
+    to map Keras's class-name keys to layer names.  ``allow_large``: accept datasets declaring
+    far more bytes than the file holds (compressed or sparse; refused by default).
     """
     path = str(path)
     closers = []
@@ -241,7 +243,7 @@ def open_keras_weights(path: str, *, model: Any = None, param_names: ParamNames 
                 source = io.BytesIO(read_zip_member(z, "model.weights.h5", path))
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error) as e:
             raise StoreError(path, f"damaged .keras archive ({e})") from None
-    f = _open_h5(path, source)
+    f = _open_h5(path, source, allow_large)
     closers.append(f.close)
     entries: dict[str, Entry] = {}
     notes: list[str] = []

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from growstage.core.errors import StoreError
+from growstage.io.hdf5_guard import require_regular_file
 from growstage.io.optional import require_tensorflow
 from growstage.io.readers.base import Entry, Reader, is_numeric, part_groups
 
@@ -41,8 +42,7 @@ def checkpoint_prefix(path: str) -> str | None:
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "checkpoint")):
             return None  # (no TensorFlow needed to see that a directory holds no TF checkpoint)
-        tf = require_tensorflow(f"reading the TensorFlow checkpoint in {path}")
-        return tf.train.latest_checkpoint(path)
+        return state_file_prefix(path)
     if path.endswith(".index") and os.path.exists(path):
         return path[: -len(".index")]
     m = re.match(r"^(.+)\.data-\d+-of-\d+$", path)
@@ -51,6 +51,46 @@ def checkpoint_prefix(path: str) -> str | None:
     if os.path.exists(path + ".index"):
         return path
     return None
+
+
+_STATE_LINE = re.compile(r'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\]|\\.)*)"\s*$', re.M)
+
+
+def state_file_prefix(directory: str) -> str | None:
+    """The prefix a TF ``checkpoint`` state file names, read without TensorFlow; None when its index is absent.
+
+    The state file may only name a checkpoint inside its own directory: an absolute path elsewhere or a
+    ``../`` path would load some other checkpoint without a word, so it is a :class:`StoreError` naming the
+    state file.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); _ = open(os.path.join(d, "checkpoint"), "w").write('model_checkpoint_path: "../m"')
+    >>> try:
+    ...     state_file_prefix(d)
+    ... except StoreError as e:
+    ...     print(e.problem[:48])
+    names '../m', outside the checkpoint's directory
+    """
+    state = os.path.join(directory, "checkpoint")
+    require_regular_file(state)
+    with open(state, "rb") as fp:
+        raw = fp.read(1 << 20)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(state, "a TensorFlow checkpoint state file that is not UTF-8 text: damaged; delete it or "
+                                "give the checkpoint prefix itself") from None
+    m = _STATE_LINE.search(text)
+    if m is None:
+        raise StoreError(state, "a TensorFlow checkpoint state file without model_checkpoint_path: damaged; give "
+                                "the checkpoint prefix itself")
+    name = re.sub(r"\\(.)", r"\1", m.group(1))  # text-proto escapes: \" and \\
+    home = os.path.abspath(directory)
+    prefix = os.path.normpath(name if os.path.isabs(name) else os.path.join(home, name))
+    if not name or os.path.commonpath([home, prefix]) != home or prefix == home:
+        raise StoreError(state, f"names {name!r}, outside the checkpoint's directory: refused (a state file may only "
+                                "name checkpoints beside it); give that checkpoint's prefix yourself if you mean it")
+    return prefix if os.path.exists(prefix + ".index") else None
 
 
 def _tf_reader(path: str):
@@ -142,7 +182,7 @@ def open_tf_checkpoint(path: str, *, model: Any = None) -> Reader:
             continue
         try:
             npd = np.dtype(dtypes[key].as_numpy_dtype)
-        except TypeError:
+        except (TypeError, KeyError, ValueError):  # variant, resource, string: no numpy dtype (variant: KeyError)
             npd = np.dtype(object)
         if not is_numeric(npd):
             notes.append(f"{key}: {dtypes[key].name} tensor skipped (not numeric)")
