@@ -281,3 +281,13 @@ def test_numpy_without_torch(monkeypatch):
     assert isinstance(sd["out.weight"], np.ndarray)
     with pytest.raises(growstage.GrowstageError, match="needs torch"):
         to_torch({"out": {"kernel": np.ones((3, 2), "f4")}}, types={"out": "Dense"}, tensors=True)
+
+
+def test_from_torch_names_a_file_it_cannot_read(tmp_path):
+    m = _everything()
+    with pytest.raises(growstage.StoreError, match="missing.safetensors"):
+        from_torch(str(tmp_path / "missing.safetensors"), m)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    with pytest.raises(growstage.StoreError, match="bad.safetensors"):
+        from_torch(str(bad), m)

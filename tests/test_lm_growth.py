@@ -175,6 +175,25 @@ def test_adam_slots_after_stacking_entry_by_entry(new_entries):
     assert int(big.optimizer.iterations.numpy()) == state["iterations"]
 
 
+def test_zero_new_entries_keeps_the_slots_of_a_renamed_layer():
+    """A layer renamed one-to-one is the same layer under a new name, not a copy: its slots carry over."""
+    def mlp(name):
+        x = keras.Input((4,))
+        return keras.Model(x, keras.layers.Dense(3, name="out")(keras.layers.Dense(5, name=name)(x)))
+
+    old, new = mlp("enc"), mlp("encoder")
+    old.compile(keras.optimizers.Adam(0.01), "mse")
+    old.fit(np.ones((8, 4), "f4"), np.ones((8, 3), "f4"), epochs=2, verbose=0)
+    state = optimizer_state(old)
+    new.compile(keras.optimizers.Adam(0.01), "mse")
+    p = growstage.plan(old, new, rename={"enc": "encoder"})
+    growstage.apply(p)
+    transfer_optimizer_state(state, p, new, new_entries="zero")
+    for fam in ("_momentums", "_velocities"):
+        want = state["slots"]["enc"]["kernel"][fam]
+        assert np.abs(want).max() > 0 and np.array_equal(_slot(new, "encoder", "kernel", fam), want), fam
+
+
 @pytest.mark.parametrize("fill,new_entries", [("clone", "copy"), ("lemon", "copy"), ("clone", "zero")])
 def test_adam_slots_after_cloning_entry_by_entry(fill, new_entries):
     small = build_lm(1, 16, 2, 32, context=CTX, seed=0)

@@ -89,3 +89,18 @@ def test_only_loads_named_layers_and_reports_the_rest_as_ignored(saved, tmp_path
         assert np.array_equal(new.get_layer(lname).kernel.numpy(), old.get_layer(lname).kernel.numpy())
     for lname in ("ff_2", "lin_1"):
         assert np.array_equal(new.get_layer(lname).kernel.numpy(), before[new.get_layer(lname).kernel.path])
+
+
+def test_one_bare_name_is_one_name_and_a_passed_reader_stays_open(saved):
+    old, path = saved
+    new = _net()
+    before = _values(new)
+    reader = growstage.open_checkpoint(path)
+    rep = growstage.preload(new, {"a": {"filename": reader, "only": "conv_2", "ignore_params": "conv_2/bias"}})
+    assert {(r.layer, r.param) for r in rep.rows if r.action == "copied"} == {("conv_2", "kernel")}
+    assert np.array_equal(new.get_layer("conv_2").kernel.numpy(), old.get_layer("conv_2").kernel.numpy())
+    for v in new.variables:
+        if not v.path.endswith("conv_2/kernel"):
+            assert np.array_equal(v.numpy(), before[v.path]), v.path
+    assert np.array_equal(reader.read("conv_1/kernel"), old.get_layer("conv_1").kernel.numpy())  # still open
+    reader.close()

@@ -61,9 +61,9 @@ class TransferOptions:
         set_(self, "fills", _mapping(self.fills, "fills", lambda k, v: _fill(v, f"fills[{k!r}]")))
         set_(self, "custom_param_importer", _mapping(self.custom_param_importer, "custom_param_importer", _importer))
         set_(self, "rename", _mapping(self.rename, "rename", _name_value))
-        set_(self, "ignore", _names(self.ignore, "ignore"))
+        set_(self, "ignore", name_list(self.ignore, "ignore"))
         if self.only is not None:
-            set_(self, "only", _names(self.only, "only"))
+            set_(self, "only", name_list(self.only, "only"))
         for name in _BOOLS:
             if not isinstance(getattr(self, name), bool):
                 raise GrowstageError(f"{name} must be True or False, not {getattr(self, name)!r}")
@@ -158,7 +158,14 @@ def _name_value(key: str, value: Any) -> str | tuple[str, ...]:
     return value
 
 
-def _names(value: Any, where: str) -> tuple[str, ...]:
+def name_list(value: Any, where: str) -> tuple[str, ...]:
+    """An option holding names as a tuple: one bare name, or any iterable of str; else an error naming ``where``.
+
+    Example::
+
+        >>> name_list("enc", "only"), name_list(["a", "b"], "ignore")
+        (('enc',), ('a', 'b'))
+    """
     if isinstance(value, str):
         return (value,)  # one name given bare
     try:

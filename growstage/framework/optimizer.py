@@ -109,12 +109,24 @@ def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool 
     return counts
 
 
+def _original_layers(rows: Any) -> dict[str, str]:
+    """Per source key, the target layer that continues it: the one of the source's own name, else the
+    first in plan order.  Other targets fed by the same key are copies (a renamed layer is no copy)."""
+    first: dict[str, str] = {}
+    for row in rows:
+        if row.layer is not None and row.source is not None:
+            if row.source not in first or row.source_layer == row.layer:
+                first[row.source] = row.layer
+    return first
+
+
 def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
                  new_entries: str = "copy") -> Iterator[tuple[Any, np.ndarray, str]]:
     """``(slot variable, new value, label)`` for every slot whose param has a source."""
     fams = _slot_families(opt)
     keys = _param_keys(plan.targets)  # the plan already described this model
     index = {keys[id(tv)]: i for i, tv in enumerate(opt._trainable_variables) if id(tv) in keys}
+    first = _original_layers(plan.rows)
     for row in plan.rows:
         if row.layer is None or (row.layer, row.param) not in index:
             continue
@@ -122,8 +134,8 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
         src = None
         if row.source is not None and row.action in _CARRIED:
             src = state["slots"].get(row.source_layer, {}).get(row.param)
-        if new_entries == "zero" and row.source is not None and row.source_layer != row.layer:
-            src = None  # a copy of another layer (depth by stacking): all of it is new
+        if new_entries == "zero" and row.source is not None and first.get(row.source) != row.layer:
+            src = None  # an extra copy of a source layer (depth by stacking): all of it is new
         # one map per param, for all its slot families
         gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.options.fill_for(row.layer),
                      plan.options.fill_seed)

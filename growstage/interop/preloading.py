@@ -12,9 +12,10 @@ find the checkpoint name (RETURNN tests a substring; growstage a prefix).
 ``custom_missing_load_func(name, shape, reader)``: a value for a checkpoint
 name the file lacks, or None.  ``filename`` may also be an open
 :class:`~growstage.Reader`, e.g. ``growstage.returnn.open_returnn(path)`` for a
-RETURNN checkpoint.  ``only``: target layer names (full names, prefix
+RETURNN checkpoint; it stays open (its owner closes it).  ``only``: target layer names (full names, prefix
 included) to load; the entry's other layers are left as they are and reported as
-``kept-init`` ("not in only=: untouched").  All entries form one transfer: all or nothing.
+``kept-init`` ("not in only=: untouched").  Name lists may be one bare name.  All entries form
+one transfer: all or nothing.  ``allow_large``: see :func:`growstage.load`.
 
 Strict like the rest of growstage: an ``ignore_params`` name, an
 ``ignore_params_prefixes`` entry, a ``var_name_mapping`` key, a ``prefix`` or an
@@ -41,6 +42,7 @@ import numpy as np
 
 from growstage.framework.adapters.graph import describe
 from growstage.core.errors import GrowstageError, PlanError, did_you_mean
+from growstage.engine.options import name_list
 from growstage.engine.planning import plan_for
 from growstage.engine.sources import open_checkpoint
 from growstage.io.readers import Reader
@@ -67,6 +69,15 @@ def _check_entry(entry: str, opts: Mapping[str, Any]) -> None:
         raise GrowstageError(f"preload_from_files[{entry!r}] has no 'filename'")
 
 
+def _entry_options(entry: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's options with its name lists as tuples (a bare name is one name, not its letters)."""
+    opts = dict(raw)
+    for key in ("ignore_params", "ignore_params_prefixes", "only"):
+        if opts.get(key) is not None:
+            opts[key] = name_list(opts[key], f"preload_from_files[{entry!r}] {key}")
+    return opts
+
+
 def _nothing_applies(entries: Mapping[str, Mapping[str, Any]], training: bool) -> GrowstageError:
     """Every entry was skipped by the training state: say which filter did it."""
     names = ", ".join(repr(e) for e in sorted(entries))
@@ -80,7 +91,7 @@ def _nothing_applies(entries: Mapping[str, Mapping[str, Any]], training: bool) -
 
 
 def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, training: bool = False,
-            resuming: bool = False, allow_auto_names: bool = False) -> Report:
+            resuming: bool = False, allow_auto_names: bool = False, allow_large: bool = False) -> Report:
     """Load the entries of ``preload_from_files`` that apply now into ``model``, all or nothing.
 
     Entry keys and their meaning: see :mod:`growstage.interop.preloading` (RETURNN's
@@ -117,12 +128,13 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     only_keys: set[str] = set()
     try:
         for entry in applying:
-            opts = dict(preload_from_files[entry])
-            # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path
+            opts = _entry_options(entry, preload_from_files[entry])
+            # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path;
+            # it stays open: its owner closes it
             reader = opts["filename"]
             if not isinstance(reader, Reader):
-                reader = open_checkpoint(reader, model=model)
-            readers.append(reader)
+                reader = open_checkpoint(reader, model=model, allow_large=allow_large)
+                readers.append(reader)
             n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
             only_keys |= outside
             notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")

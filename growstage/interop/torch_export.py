@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from growstage.core.errors import GrowstageError, PlanError, UnknownNameError
+from growstage.core.errors import GrowstageError, PlanError, StoreError, UnknownNameError
 from growstage.core.values import Param, Snapshot
 from growstage.engine.report import PlanRow, Report
 from growstage.interop.torch_import import import_layer
@@ -256,9 +256,16 @@ def save_safetensors(source: Any, path: str | os.PathLike, *, metadata: Mapping[
 
 def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
     if isinstance(state_dict, (str, os.PathLike)):
-        from safetensors.numpy import load_file
-
-        return load_file(os.fspath(state_dict))
+        path = os.fspath(state_dict)
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise GrowstageError("reading a .safetensors file needs the safetensors package: "
+                                 "pip install safetensors") from None
+        try:
+            return load_file(path)
+        except Exception as e:  # a missing, truncated or foreign file: say which and why
+            raise StoreError(path, f"cannot read it as safetensors ({type(e).__name__}: {e})") from None
     if not isinstance(state_dict, Mapping):
         raise GrowstageError(f"from_torch reads a state_dict (a mapping) or a .safetensors path, "
                              f"not a {type(state_dict).__name__}")

@@ -153,4 +153,4 @@ def params_only(snap: Snapshot) -> Snapshot:
         return snap
     layers = {l: ps for l, ps in snap.layers.items() if l not in opt}
     note = f"optimizer state of {len(opt) - 1} layers left out (a training checkpoint)"
-    return Snapshot(layers, meta=snap.meta, notes=list(snap.notes) + [note])
+    return Snapshot(layers, meta=snap.meta, notes=list(snap.notes) + [note], path=snap.path, closer=snap.closer)

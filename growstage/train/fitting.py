@@ -143,6 +143,10 @@ class _Run:
                 if not exact:
                     self.lr_shift = at_growth(model.optimizer, stage.lr_at_growth, warmup_steps=stage.warmup_steps,
                                               global_step=opt_state["iterations"] + self.lr_shift)
+            elif not exact and (stage.lr_at_growth != "keep" or stage.optimizer_state != "copy"):
+                report.notes.append(f"stage {stage.index}: lr_at_growth={stage.lr_at_growth!r} and optimizer_state="
+                                    f"{stage.optimizer_state!r} had nothing to act on: the previous model had no "
+                                    "optimizer state")
         return report
 
     def resume(self, checkpoint_dir: str, hist: "GrowingHistory") -> tuple[Any, Stage | None, int]:

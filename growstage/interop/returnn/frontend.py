@@ -170,13 +170,12 @@ def _load(where: str, sub: Any, load_on_init: Any) -> Any:
         raise fail(where, f"load_on_init option {bad[0]!r} is not supported{did_you_mean(bad[0], LOAD_KEYS)}")
     if not isinstance(opts.get("filename"), (str, os.PathLike)):
         raise fail(where, "load_on_init needs a filename")
-    reader = open_checkpoint(opts["filename"], model=sub)
-    if reader.format == "tf1":  # what RETURNN writes: its names and layouts
-        reader = from_returnn(reader)
     rules = {k: list(opts[k]) for k in ("ignore_params", "ignore_params_prefixes") if opts.get(k)}
-    # the checkpoint may hold a whole network: what the subnetwork lacks is not used (RETURNN's behaviour)
-    report = transfer(reader, sub, ignore_unused=True, ignore_missing=bool(opts.get("ignore_missing", False)),
-                      rules=rules or None)
+    with open_checkpoint(opts["filename"], model=sub) as raw:
+        reader = from_returnn(raw) if raw.format == "tf1" else raw  # what RETURNN writes: its names and layouts
+        # the checkpoint may hold a whole network: what the subnetwork lacks is not used (RETURNN's behaviour)
+        report = transfer(reader, sub, ignore_unused=True, ignore_missing=bool(opts.get("ignore_missing", False)),
+                          rules=rules or None)
     report.notes.insert(0, f"subnetwork {where!r}: load_on_init from {reader.path}")
     return report
 
