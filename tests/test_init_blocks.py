@@ -16,6 +16,18 @@ INITS = {
 }
 
 
+def test_fans_over_explicit_axes_as_in_attention():
+    # MultiHeadAttention's EinsumDense kernels: fans from the given axes, not from the shape
+    init = keras.initializers.VarianceScaling(1.0, "fan_avg", "uniform", seed=3, input_axes=(0,),
+                                              output_axes=(1, 2))
+    new_shape = (256, 8, 96)
+    fresh = np.asarray(keras.ops.convert_to_numpy(init(new_shape)), np.float64)
+    old = np.zeros((128, 8, 64), np.float32)
+    grown = grow_with_blocks(old, new_shape, init_spec(init), seed=0).astype(np.float64)
+    new = grown[new_mask(old.shape, new_shape)]
+    assert abs(new.std() / fresh.std() - 1) < 0.03
+
+
 @pytest.mark.parametrize("name", sorted(INITS))
 def test_new_entries_match_fresh_init_statistics(name):
     init = INITS[name]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,9 +57,14 @@ class InitSpec:
     maxval: float = 0.05
     value: float = 0.0
     gain: float = 1.0
+    # variance scaling over explicit axes (Keras's EinsumDense in MultiHeadAttention): fans are the
+    # products of these axes' sizes instead of the shape-based fans
+    input_axes: tuple[int, ...] | None = None
+    output_axes: tuple[int, ...] | None = None
 
 
-def compute_fans(shape: Sequence[int]) -> tuple[float, float]:
+def compute_fans(shape: Sequence[int], input_axes: Sequence[int] | None = None,
+                 output_axes: Sequence[int] | None = None) -> tuple[float, float]:
     """Keras's fans: the last axis is fan-out, the one before fan-in, the rest a receptive field.
 
     Example::
@@ -68,6 +73,8 @@ def compute_fans(shape: Sequence[int]) -> tuple[float, float]:
         (72.0, 144.0)
     """
     shape = tuple(shape)
+    if input_axes is not None and output_axes is not None:
+        return float(math.prod(shape[a] for a in input_axes)), float(math.prod(shape[a] for a in output_axes))
     if len(shape) == 0:
         return 1.0, 1.0
     if len(shape) == 1:
@@ -76,18 +83,26 @@ def compute_fans(shape: Sequence[int]) -> tuple[float, float]:
     return float(shape[-2] * receptive), float(shape[-1] * receptive)
 
 
-def _truncated(rng: np.random.Generator, n: int, mean: float, std: float) -> np.ndarray:
+def _truncated(rng: np.random.Generator, n: int, mean: float, std: float, dtype: Any) -> np.ndarray:
     # Keras truncates at two standard deviations: redraw what falls outside
-    out = rng.standard_normal(n)
+    out = rng.standard_normal(n, dtype=dtype)
     bad = np.abs(out) > 2
     while bad.any():
-        out[bad] = rng.standard_normal(int(bad.sum()))
+        out[bad] = rng.standard_normal(int(bad.sum()), dtype=dtype)
         bad = np.abs(out) > 2
     return mean + std * out
 
 
-def sample(spec: InitSpec, full_shape: Sequence[int], n: int, seed: int) -> np.ndarray:
-    """``n`` draws (float64) from ``spec``'s entry distribution for a param of ``full_shape``.
+def _uniform(rng: np.random.Generator, n: int, low: float, high: float, dtype: Any) -> np.ndarray:
+    out = rng.random(n, dtype=dtype)
+    out *= high - low
+    out += low
+    return out
+
+
+def sample(spec: InitSpec, full_shape: Sequence[int], n: int, seed: int, dtype: Any = np.float64) -> np.ndarray:
+    """``n`` draws from ``spec``'s entry distribution for a param of ``full_shape``; ``dtype``
+    float32 or float64 (drawn in that precision: no conversion pass).
 
     Example::
 
@@ -95,29 +110,30 @@ def sample(spec: InitSpec, full_shape: Sequence[int], n: int, seed: int) -> np.n
         array([2., 2., 2.])
     """
     rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
     if spec.kind == "constant":
-        return np.full(n, spec.value, np.float64)
+        return np.full(n, spec.value, dtype)
     if spec.kind == "normal":
-        return spec.mean + spec.stddev * rng.standard_normal(n)
+        return spec.mean + spec.stddev * rng.standard_normal(n, dtype=dtype)
     if spec.kind == "truncated_normal":
-        return _truncated(rng, n, spec.mean, spec.stddev)
+        return _truncated(rng, n, spec.mean, spec.stddev, dtype)
     if spec.kind == "uniform":
-        return rng.uniform(spec.minval, spec.maxval, n)
+        return _uniform(rng, n, spec.minval, spec.maxval, dtype)
     if spec.kind == "orthogonal":
         shape = tuple(full_shape)
         rows, cols = (math.prod(shape[:-1]), shape[-1]) if len(shape) > 1 else (1, shape[0] if shape else 1)
-        return (spec.gain / math.sqrt(max(rows, cols, 1))) * rng.standard_normal(n)
+        return dtype.type(spec.gain / math.sqrt(max(rows, cols, 1))) * rng.standard_normal(n, dtype=dtype)
     if spec.kind == "variance_scaling":
-        fan_in, fan_out = compute_fans(full_shape)
+        fan_in, fan_out = compute_fans(full_shape, spec.input_axes, spec.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out}.get(spec.mode, (fan_in + fan_out) / 2)
         var = spec.scale / max(1.0, fan)
         if spec.distribution == "uniform":
             limit = math.sqrt(3.0 * var)
-            return rng.uniform(-limit, limit, n)
+            return _uniform(rng, n, -limit, limit, dtype)
         if spec.distribution == "untruncated_normal":
-            return math.sqrt(var) * rng.standard_normal(n)
+            return dtype.type(math.sqrt(var)) * rng.standard_normal(n, dtype=dtype)
         # 0.879... is the std of a unit normal truncated at 2 std (Keras's constant)
-        return _truncated(rng, n, 0.0, math.sqrt(var) / 0.87962566103423978)
+        return _truncated(rng, n, 0.0, math.sqrt(var) / 0.87962566103423978, dtype)
     raise ValueError(f"unknown initializer kind {spec.kind!r} (known: {', '.join(KINDS)})")
 
 
@@ -132,9 +148,10 @@ def grow_with_blocks(old: np.ndarray, new_shape: Sequence[int], spec: InitSpec, 
                      old_split=None, new_split=None) -> np.ndarray:
     """``old`` resized block-wise to ``new_shape``; only the new entries are drawn from ``spec``
     (with the full new shape's fans).  Copied entries are bit-identical to ``old``."""
-    out = resize(old, tuple(new_shape), old_split=old_split, new_split=new_split, fill=0)
-    mask = new_mask(old.shape, new_shape, old_split=old_split, new_split=new_split)
-    n = int(mask.sum())
-    if n:
-        out[mask] = sample(spec, new_shape, n, seed).astype(out.dtype)
-    return out
+    new_shape = tuple(int(d) for d in new_shape)
+    # one draw per entry of the new shape, then the old blocks written over it in place: the
+    # draws of copied entries are wasted, but that is cheaper than selecting the new ones by a mask
+    draw = old.dtype if old.dtype in (np.float32, np.float64) else np.float64
+    out = sample(spec, new_shape, math.prod(new_shape), seed, draw).astype(old.dtype, copy=False)
+    out = out.reshape(new_shape)
+    return resize(old, new_shape, old_split=old_split, new_split=new_split, out=out)

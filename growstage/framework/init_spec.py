@@ -24,10 +24,13 @@ def init_spec(initializer: Any) -> InitSpec | None:
     inits = keras.initializers
     cfg = initializer.get_config() if hasattr(initializer, "get_config") else {}
     if isinstance(initializer, inits.VarianceScaling):
-        if cfg.get("input_axes") is not None or cfg.get("output_axes") is not None:
-            return None  # fans over explicit axes: not the shape-based fans init_blocks computes
+        axes = cfg.get("input_axes"), cfg.get("output_axes")
+        if axes[0] is None or axes[1] is None:
+            axes = None, None  # Keras uses the axes only when both are given
         return InitSpec("variance_scaling", scale=float(initializer.scale), mode=str(initializer.mode),
-                        distribution=str(initializer.distribution))
+                        distribution=str(initializer.distribution),
+                        input_axes=None if axes[0] is None else tuple(int(a) for a in axes[0]),
+                        output_axes=None if axes[1] is None else tuple(int(a) for a in axes[1]))
     if isinstance(initializer, inits.Orthogonal):
         return InitSpec("orthogonal", gain=float(cfg.get("gain", 1.0)))
     if isinstance(initializer, inits.TruncatedNormal):
