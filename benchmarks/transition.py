@@ -151,6 +151,7 @@ def main() -> None:
     tc.blstm_width(args.repeat, args.quick)
     tc.transformer_width(args.repeat, args.quick)
     tc.many_layers(args.repeat, args.quick)
+    tc.fit_pause(args.repeat, args.quick)
     if args.large:
         case("depth 6 -> 7 at width 1024", (6, 1024), (7, 1024), args.repeat)
 

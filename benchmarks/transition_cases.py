@@ -123,3 +123,24 @@ def many_layers(repeat: int, quick: bool) -> None:
     rp = min(read_pass(old) for _ in range(3))
     print(f"transfer step (apply) {best['apply']:.3f}s vs one numpy read pass {rp:.3f}s "
           f"({best['apply'] / rp:.1f}x) over {len(old.weights)} variables")
+
+
+def fit_pause(repeat: int, quick: bool) -> None:
+    """The visible pause at a ``fit`` stage boundary (BLSTM 2 -> 3 layers): ``hist.transitions``'
+    seconds (snapshot, build, plan, initializers not overwritten, copy, compile, optimizer state).
+    There is no background preparation to compare with yet (see benchmarks/README.md)."""
+    from growstage.train.fitting import fit
+    from growstage.train.schedule import Schedule
+
+    w = 64 if quick else 512
+    x = np.zeros((4, 5, 40), np.float32)
+    y = np.zeros((4, 5, 1000), np.float32)
+    sched = Schedule(lambda stage: blstm(stage.spec, w), stages=[2, 3])
+    pauses = []
+    for _ in range(repeat):
+        gc.collect()
+        hist = fit(sched, x, y, epochs=2, seed=0, log=None, batch_size=4,
+                   compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
+        pauses.append(hist.transitions[-1]["seconds"])
+    print(f"\n== fit boundary pause, BLSTM 2 -> 3 layers at width {w} (best of {repeat})")
+    print(f"synchronous transition {min(pauses):.3f}s")
