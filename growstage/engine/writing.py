@@ -63,7 +63,7 @@ class ImportContext:
 
 
 def _fill_value(fill: Any, spec: ParamSpec, current: np.ndarray | None = None) -> Any:
-    if fill == "init":
+    if fill == "init" or fill == Fill.INIT_BLOCKS:  # a custom importer's resize: the target's init
         return current if current is not None else read_variable(spec.variable)
     if fill == "zeros":
         return 0
