@@ -45,6 +45,11 @@ class InitSpec:
     ``kind`` is one of :data:`KINDS`; the other fields are the initializer's parameters
     (``scale``/``mode``/``distribution`` for variance scaling, ``mean``/``stddev`` for
     normals, ``minval``/``maxval`` for uniform, ``value`` for constant, ``gain`` for orthogonal).
+
+    Example::
+
+        >>> InitSpec("orthogonal", gain=2.0).gain
+        2.0
     """
 
     kind: str
@@ -138,7 +143,13 @@ def sample(spec: InitSpec, full_shape: Sequence[int], n: int, seed: int, dtype: 
 
 
 def new_mask(old_shape: Sequence[int], new_shape: Sequence[int], *, old_split=None, new_split=None) -> np.ndarray:
-    """Boolean array of ``new_shape``: True where :func:`resize` writes no source entry (the new ones)."""
+    """Boolean array of ``new_shape``: True where :func:`resize` writes no source entry (the new ones).
+
+    Example::
+
+        >>> new_mask((1, 2), (2, 2)).tolist()
+        [[False, False], [True, True]]
+    """
     copied = resize(np.ones(tuple(old_shape), bool), tuple(new_shape), old_split=old_split,
                     new_split=new_split, fill=False)
     return ~copied
