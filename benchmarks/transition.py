@@ -8,7 +8,9 @@ of what is not overwritten -> block-wise transfer (what growstage.rebuild and fi
 naive Keras: build new -> get_weights/set_weights for each same-named layer whose shapes all match.
 Also prints numpy memcpy bandwidth over the same bytes, the limit for the transfer step.
 
-    python benchmarks/transition.py [--repeat 3] [--large]
+    python benchmarks/transition.py [--repeat 3] [--large] [--quick | --issue15]
+
+Issue 15's cases (BLSTM and transformer width, 32 -> 33 layers) are in transition_cases.py.
 """
 from __future__ import annotations
 
@@ -138,9 +140,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--large", action="store_true", help="also 6 -> 7 layers at width 1024 (~137M -> 160M params)")
+    ap.add_argument("--quick", action="store_true", help="issue 15's cases at small sizes only (a smoke run)")
+    ap.add_argument("--issue15", action="store_true", help="only issue 15's cases (transition_cases.py)")
     args = ap.parse_args()
-    case("depth 2 -> 3 at width 512", (2, 512), (3, 512), args.repeat, with_returnn=True)
-    case("width 256 -> 512 at depth 4", (4, 256), (4, 512), args.repeat)
+    import transition_cases as tc  # issue 15: width with init-blocks, transformer width, 32 -> 33 layers
+
+    if not (args.quick or args.issue15):
+        case("depth 2 -> 3 at width 512", (2, 512), (3, 512), args.repeat, with_returnn=True)
+        case("width 256 -> 512 at depth 4", (4, 256), (4, 512), args.repeat)
+    tc.blstm_width(args.repeat, args.quick)
+    tc.transformer_width(args.repeat, args.quick)
+    tc.many_layers(args.repeat, args.quick)
+    tc.fit_pause(args.repeat, args.quick)
     if args.large:
         case("depth 6 -> 7 at width 1024", (6, 1024), (7, 1024), args.repeat)
 

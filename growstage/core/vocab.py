@@ -53,6 +53,9 @@ class Fill(StrEnum):
     DOUBLE = "double"
     CLONE = "clone"
     LEMON = "lemon"
+    # only the new entries, drawn per block from the initializer's distribution (full-shape fans);
+    # not bit-identical to a fresh build's init (INIT is), see core/init_blocks.py
+    INIT_BLOCKS = "init-blocks"
 
 
 PRESERVING: tuple[Fill, ...] = (Fill.PRESERVE, Fill.NET2NET, Fill.DOUBLE, Fill.CLONE, Fill.LEMON)

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NoReturn
 
@@ -28,6 +29,8 @@ from growstage.engine.report import PlanRow, Report
 from growstage.framework.adapters.deepen import start_values
 from growstage.core.growth import for_row
 from growstage.core.resize import resize
+from growstage.core.init_blocks import grow_with_blocks
+from growstage.framework.init_spec import init_spec
 from growstage.framework.variables import UndoLog, read_variable
 from growstage.framework.device_values import resize_device, resizes_on_device
 from growstage.core.values import Param, as_snapshot
@@ -60,7 +63,7 @@ class ImportContext:
 
 
 def _fill_value(fill: Any, spec: ParamSpec, current: np.ndarray | None = None) -> Any:
-    if fill == "init":
+    if fill == "init" or fill == Fill.INIT_BLOCKS:  # a custom importer's resize: the target's init
         return current if current is not None else read_variable(spec.variable)
     if fill == "zeros":
         return 0
@@ -108,6 +111,9 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: lis
         new = old
     else:
         fill = p.options.fill_for(row.layer)
+        if row.action == Action.PADDED and isinstance(fill, str) and fill == Fill.INIT_BLOCKS:
+            new = _init_blocks_value(p, row, spec, old, undo, notes)
+            return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
         current = undo.current(spec.variable) if _reads_init(p, row) else np.zeros((), target_dtype)
         gm = for_row(row, spec.roles, fill, p.options.fill_seed)
         tensor = getattr(prm.value, "tensor", None)
@@ -122,6 +128,26 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: lis
             new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
                          fill=_fill_value(fill, spec, current) if row.action == "padded" else 0)
     return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
+
+
+def _init_blocks_value(p: Plan, row: PlanRow, spec: ParamSpec, old: np.ndarray, undo: UndoLog,
+                       notes: list[str]) -> np.ndarray:
+    """A padded row under ``fill="init-blocks"``: only the new entries are drawn (see core/init_blocks)."""
+    pending = undo.pending
+    variable = spec.variable
+    initializer = pending.initializer(variable) if pending is not None and pending.is_pending(variable) \
+        else getattr(variable, "_initializer", None)
+    ispec = init_spec(initializer)
+    if ispec is None:
+        # nothing to draw from (an initialised variable forgets its initializer, or a custom one):
+        # the target's own init is what fill="init" would give, so use it
+        notes.append(f"{row.target}: init-blocks fell back to init (initializer unknown or custom)")
+        return resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
+                      fill=undo.current(variable))
+    # a stable per-param seed: the same fill_seed gives the same draws in every run
+    seed = (p.options.fill_seed * 1_000_003 + zlib.crc32(row.target.encode())) % 2**63
+    notes.append(f"{row.target}: new entries drawn per block (init-blocks, {ispec.kind})")
+    return grow_with_blocks(old, spec.shape, ispec, seed=seed, old_split=row.old_split, new_split=row.new_split)
 
 
 def apply(p: Plan) -> Report:
