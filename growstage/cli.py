@@ -228,8 +228,9 @@ def _add_plan_parser(sub: Any) -> None:
                         "ifpossible (copy equal shapes, keep the init otherwise), subset (block-wise slice/pad), "
                         "reset (keep the init)")
     p.add_argument("--fill", default="init", metavar="FILL",
-                   help="what padded entries hold: init (default: the target's init), zeros, a number, "
-                        "preserve, net2net or double (function-preserving)")
+                   help="what padded entries hold: init (default: the target's init), init-blocks (only new "
+                        "entries drawn, same distribution), zeros, a number, or the function-preserving "
+                        "preserve, net2net, double, clone, lemon")
     p.add_argument("--only", action="append", metavar="LAYER",
                    help="load only this target layer (repeatable); the others keep their values")
     g = p.add_argument_group("relaxations (strict by default)")

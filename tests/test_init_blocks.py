@@ -61,6 +61,11 @@ def _rebuild(fill, seed=0):
 def test_copied_entries_identical_only_new_change_and_seeded():
     _, zeros, _ = _rebuild("zeros")
     _, a, report = _rebuild("init-blocks")
+    if keras.backend.backend() == "torch":
+        # rebuild builds normally on PyTorch, so no initializer is left to draw from: init, said per param
+        notes = [n for n in report.notes if "init-blocks" in n]
+        assert notes and all("fell back to init" in n for n in notes)
+        return
     _, b, _ = _rebuild("init-blocks")
     _, c, _ = _rebuild("init-blocks", seed=5)
     za, wa, wb, wc = zeros.get_weights(), a.get_weights(), b.get_weights(), c.get_weights()
