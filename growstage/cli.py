@@ -183,9 +183,10 @@ def _export(args: argparse.Namespace) -> int:
         raise GrowstageError(f"{src}: no such file (or MODULE:FUNCTION building a Keras model)")
     report = save_safetensors(src, args.output, naming=_pairs(args.naming, "--naming"),
                               types=_pairs(args.types, "--type"), unknown=args.unknown,
-                              allow_auto_names=args.allow_auto_names)
+                              allow_auto_names=args.allow_auto_names, allow_large=args.allow_large)
     print(report.to_json() if args.json else report.table())
-    print(f"wrote {args.output} ({report.bytes_written:,d} bytes)")
+    # with --json, stdout is JSON only
+    print(f"wrote {args.output} ({report.bytes_written:,d} bytes)", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -256,7 +257,8 @@ def _add_export_parser(sub: Any) -> None:
                    help="layers of types without a torch conversion: error (default) or pass through raw")
     p.add_argument("--allow-auto-names", dest="allow_auto_names", action="store_true",
                    help="accept Keras auto-generated layer names (model sources)")
-    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
+    p.add_argument("--json", action="store_true", help="the report as JSON (only JSON on stdout)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ equal outputs on random inputs.  Tolerance: float32 arithmetic in two frameworks
 (observed differences are ~1e-7).  Round trips Keras -> torch -> Keras are bit-identical."""
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -291,3 +292,25 @@ def test_from_torch_names_a_file_it_cannot_read(tmp_path):
     bad.write_bytes(b"\x00" * 16)
     with pytest.raises(growstage.StoreError, match="bad.safetensors"):
         from_torch(str(bad), m)
+
+
+def test_save_safetensors_guards_its_output_and_options(tmp_path, capsys):
+    from growstage.cli import main
+
+    m = _everything()
+    src = tmp_path / "m.h5"
+    growstage.save(growstage.snapshot(m), str(src))
+    with pytest.raises(growstage.StoreError, match="source itself"):
+        save_safetensors(str(src), src)
+    assert growstage.load(str(src)).layers  # untouched
+    with pytest.raises(growstage.StoreError, match="folder"):
+        save_safetensors(m, tmp_path)
+    with pytest.raises(growstage.StoreError, match="does not exist"):
+        save_safetensors(m, tmp_path / "nodir" / "x.safetensors")
+    with pytest.raises(growstage.GrowstageError, match="did you mean 'naming'"):
+        save_safetensors(m, tmp_path / "x.safetensors", namings={})
+    with pytest.raises(growstage.GrowstageError, match="naming= takes a dict"):
+        to_torch(m, naming=["proj"])
+    assert main(["export", str(src), str(tmp_path / "y.safetensors"), "--to", "torch", "--json",
+                 "--allow-large"]) == 0
+    json.loads(capsys.readouterr().out)  # stdout is JSON only

@@ -106,3 +106,17 @@ def test_a_stacked_source_layer_is_not_homeless():
     old, new = _chain(["b0", "head"]), _chain(["c0", "c1", "head"])
     rep = growstage.transfer(old, new, rename={"b0": ["c0", "c1"]})
     assert rep.counts() == {"copied": 6}
+
+
+def test_a_param_path_in_only_names_its_layer():
+    old, new = _chain(["b0", "head"]), _chain(["b0", "head"])
+    with pytest.raises(PlanError, match="did you mean 'b0'"):
+        growstage.plan(old, new, only=["b0/kernel"])
+
+
+def test_rebuild_wants_a_build_function():
+    old = _chain(["b0"])
+    with pytest.raises(growstage.GrowstageError, match="lambda"):
+        growstage.rebuild(_chain(["b0"]), old)
+    with pytest.raises(growstage.GrowstageError, match="not a Keras model"):
+        growstage.rebuild(lambda: None, old)

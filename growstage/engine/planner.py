@@ -87,8 +87,13 @@ class Planner:
             if item not in self.src.layers and item not in self.src_keys:
                 self.unknown("source layer or param", item, list(self.src.layers) + sorted(self.src_keys), "ignore")
         for name in o.only or ():
-            if name not in self.targets:
-                self.unknown("target layer", name, self.targets, "only")
+            if name in self.targets:
+                continue  # a target layer (also in ignore=: kept, and its rows say so)
+            if "/" in name and name.split("/")[0] in self.targets:
+                self.problems.append(f"only: {name!r} is a param; only= takes layer names: did you mean "
+                                     f"{name.split('/')[0]!r}?")
+                continue
+            self.unknown("target layer", name, self.targets, "only")
         if o.only is not None and not o.only:
             self.problems.append("only=[] selects no layer: name the target layers to load, or leave only out")
 

@@ -250,8 +250,14 @@ def rebuild(build: Callable[[], Any], source: Any, options: TransferOptions | No
     from growstage.framework.variables import deferred_init
 
     opts = TransferOptions.from_kwargs(options, **kwargs)  # bad options fail before anything is built
+    if not callable(build) or hasattr(build, "weights"):
+        raise GrowstageError(f"rebuild takes a function that builds the new model, not a {type(build).__name__}: "
+                             "pass e.g. lambda: build(8), or transfer(source, model) into a model you built")
     with deferred_init(init_threads) as pending:
         model = build()
+    if not hasattr(model, "weights") or not hasattr(model, "layers"):
+        pending.materialize_all()
+        raise GrowstageError(f"rebuild: build() returned {type(model).__name__}, not a Keras model")
     try:
         p = plan(source, model, opts)
     except BaseException:

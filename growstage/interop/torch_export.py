@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from growstage.core.errors import GrowstageError, PlanError, StoreError, UnknownNameError
+from growstage.core.errors import GrowstageError, PlanError, StoreError, UnknownNameError, did_you_mean
 from growstage.core.values import Param, Snapshot
 from growstage.engine.report import PlanRow, Report
 from growstage.interop.torch_import import import_layer
@@ -129,15 +129,22 @@ def _raw(lname: str, params: Mapping[str, Param]):
             for p, prm in params.items()]
 
 
+EXPORT_OPTIONS = ("naming", "types", "unknown", "allow_auto_names", "allow_large")
+
+
 def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None,
                       types: Mapping[str, str] | None = None, unknown: str = "error",
-                      allow_auto_names: bool = False) -> tuple[dict[str, np.ndarray], ExportReport]:
+                      allow_auto_names: bool = False,
+                      allow_large: bool = False) -> tuple[dict[str, np.ndarray], ExportReport]:
     """``({torch key: ndarray}, report)`` for ``source``; see :func:`to_torch`."""
     from growstage.engine.sources import resolve_source
 
     if unknown not in _UNKNOWN:
         raise GrowstageError(f"unknown={unknown!r}: expected one of {_UNKNOWN}")
-    snap = resolve_source(source, allow_auto_names=allow_auto_names)
+    for option, value in (("naming", naming), ("types", types)):
+        if value is not None and not isinstance(value, Mapping):
+            raise GrowstageError(f"{option}= takes a dict {{keras layer: ...}}, not {type(value).__name__}")
+    snap = resolve_source(source, allow_auto_names=allow_auto_names, allow_large=allow_large)
     kinds, notes = layer_types(snap, types)
     paths = module_paths(snap.layers, naming)
     bad = {l: k for l, k in kinds.items() if k not in KINDS}
@@ -200,7 +207,8 @@ def _as_tensors(state: dict[str, np.ndarray], tensors: bool | None) -> dict[str,
 
 
 def to_torch(source: Any, *, naming: Mapping[str, str] | None = None, types: Mapping[str, str] | None = None,
-             unknown: str = "error", tensors: bool | None = None, allow_auto_names: bool = False) -> dict[str, Any]:
+             unknown: str = "error", tensors: bool | None = None, allow_auto_names: bool = False,
+             allow_large: bool = False) -> dict[str, Any]:
     """A torch ``state_dict`` for the ``torch.nn`` modules equivalent to ``source``'s Keras layers.
 
     ``source``: a Keras model, a Snapshot, a values dict or any file growstage reads.
@@ -208,7 +216,8 @@ def to_torch(source: Any, *, naming: Mapping[str, str] | None = None, types: Map
     ``{layer: Keras type}`` where the source does not say (files); otherwise the types are
     inferred from param names and the report says so.  ``unknown="raw"`` passes layers of
     unknown types through under their own names instead of raising.  ``tensors``: torch tensors
-    (True), numpy arrays (False), or tensors when torch is importable (None).
+    (True), numpy arrays (False), or tensors when torch is importable (None).  ``allow_large``:
+    see :func:`growstage.load`.
 
     Example::
 
@@ -220,7 +229,7 @@ def to_torch(source: Any, *, naming: Mapping[str, str] | None = None, types: Map
         ((8, 2), 0.0)
     """
     state, _ = export_state_dict(source, naming=naming, types=types, unknown=unknown,
-                                 allow_auto_names=allow_auto_names)
+                                 allow_auto_names=allow_auto_names, allow_large=allow_large)
     return _as_tensors(state, tensors)
 
 
@@ -240,18 +249,38 @@ def save_safetensors(source: Any, path: str | os.PathLike, *, metadata: Mapping[
         from safetensors.numpy import save_file
     except ImportError:
         raise GrowstageError("save_safetensors needs the safetensors package (pip install safetensors)") from None
+    for key in options:
+        if key not in EXPORT_OPTIONS:
+            raise GrowstageError(f"save_safetensors: unknown option {key!r}{did_you_mean(key, EXPORT_OPTIONS)} "
+                                 f"(options: {', '.join(EXPORT_OPTIONS)})")
+    path = _output_path(source, path)
     state, report = export_state_dict(source, **options)
-    path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp,
                   metadata={"format": "pt", **dict(metadata or {})})
         os.replace(tmp, path)
+    except OSError as e:
+        raise StoreError(path, f"cannot write it ({e.strerror or e})") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     report.bytes_written = os.path.getsize(path)
     return report
+
+
+def _output_path(source: Any, path: str | os.PathLike) -> str:
+    """Where the file goes; never over the source, never a folder or into a missing one."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise StoreError(path, "is a folder: give a file name, e.g. model.safetensors")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise StoreError(path, f"its folder {folder} does not exist: create it first")
+    if isinstance(source, (str, os.PathLike)) and os.path.exists(path) and os.path.exists(source) \
+            and os.path.samefile(source, path):
+        raise StoreError(path, "is the source itself: writing there would destroy it; give another file name")
+    return path
 
 
 def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
