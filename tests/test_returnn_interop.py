@@ -146,3 +146,12 @@ def test_forget_bias_zero_is_not_folded(fixture):
         assert np.array_equal(r.read("slstm_fw/cell/bias")[n:2 * n], b[2 * n:3 * n])  # TF f block, unchanged
         folded = raw.read("slstm_bw/rec/lstm_cell/bias")[2 * n:3 * n] + 1
         assert np.allclose(r.read("slstm_bw/cell/bias")[n:2 * n], folded)
+
+
+def test_save_checkpoint_refuses_a_missing_folder_and_non_numbers(tmp_path):
+    with pytest.raises(growstage.GrowstageError, match="does not exist"):
+        gr.save_checkpoint({"a/W": np.zeros((2, 2), "f4")}, tmp_path / "nodir" / "model")
+    for bad in (None, "hello"):
+        with pytest.raises(growstage.GrowstageError, match="'a/W' is not a numeric array"):
+            gr.save_checkpoint({"a/W": bad}, tmp_path / "model")
+    assert not list(tmp_path.iterdir())

@@ -98,7 +98,13 @@ def save_checkpoint(values: Mapping[str, Any], prefix: str | os.PathLike, *, glo
     import tensorflow as tf
 
     prefix = os.path.abspath(os.fspath(prefix))
+    if not os.path.isdir(os.path.dirname(prefix)):
+        raise GrowstageError(f"save_checkpoint: the folder of {prefix} does not exist; create it first")
     values = {str(k): np.ascontiguousarray(v) for k, v in values.items()}
+    bad = [k for k, v in values.items() if v.dtype.kind not in "biuf"]
+    if bad:
+        raise GrowstageError(f"save_checkpoint: {bad[0]!r} is not a numeric array ({values[bad[0]].dtype}); "
+                             "a checkpoint holds numbers only")
     if global_step is not None:
         if "global_step" in values:
             raise GrowstageError("save_checkpoint: 'global_step' given twice (in values and as global_step=)")
