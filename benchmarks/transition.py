@@ -26,6 +26,7 @@ import numpy as np
 
 import growstage
 from growstage.framework.variables import deferred_init
+from transition_cases import set_same_named
 
 L = keras.layers
 
@@ -46,14 +47,7 @@ def naive(old: keras.Model, depth: int, width: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     new = build(depth, width)
     t1 = time.perf_counter()
-    for layer in new.layers:
-        try:
-            src = old.get_layer(layer.name)
-        except ValueError:
-            continue
-        w = src.get_weights()
-        if [a.shape for a in w] == [tuple(v.shape) for v in layer.weights]:
-            layer.set_weights(w)
+    set_same_named(old, new)
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1
 

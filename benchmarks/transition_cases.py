@@ -44,19 +44,27 @@ def transformer(width: int, depth: int = 4, heads: int = 8) -> keras.Model:
     return keras.Model(x, L.Dense(1000, name="output")(L.LayerNormalization(name="ln_out")(h)))
 
 
-def naive_padded(old: keras.Model, build: Callable[[], keras.Model]) -> tuple[float, float]:
-    """Build, then set_weights of each same-named layer's arrays zero-padded (corner-wise) to the new shapes."""
-    t0 = time.perf_counter()
-    new = build()
-    t1 = time.perf_counter()
+def set_same_named(old: keras.Model, new: keras.Model, convert: Callable | None = None) -> None:
+    """The naive Keras path: each layer of ``new`` takes its same-named layer's arrays from ``old``,
+    through ``convert(arrays, layer)`` (None: only where the shapes already match)."""
     for layer in new.layers:
         try:
             src = old.get_layer(layer.name)
         except ValueError:
             continue
         w = src.get_weights()
-        if len(w) == len(layer.weights) and w:
-            layer.set_weights([resize(a, tuple(v.shape), fill=0) for a, v in zip(w, layer.weights)])
+        if convert is not None and w and len(w) == len(layer.weights):
+            layer.set_weights(convert(w, layer))
+        elif convert is None and [a.shape for a in w] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(w)
+
+
+def naive_padded(old: keras.Model, build: Callable[[], keras.Model]) -> tuple[float, float]:
+    """Build, then set_weights of each same-named layer's arrays zero-padded (corner-wise) to the new shapes."""
+    t0 = time.perf_counter()
+    new = build()
+    t1 = time.perf_counter()
+    set_same_named(old, new, lambda w, layer: [resize(a, tuple(v.shape), fill=0) for a, v in zip(w, layer.weights)])
     return t1 - t0, time.perf_counter() - t1
 
 
