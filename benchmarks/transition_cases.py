@@ -135,20 +135,29 @@ def many_layers(repeat: int, quick: bool) -> None:
 
 def fit_pause(repeat: int, quick: bool) -> None:
     """The visible pause at a ``fit`` stage boundary (BLSTM 2 -> 3 layers): ``hist.transitions``'
-    seconds (snapshot, build, plan, initializers not overwritten, copy, compile, optimizer state).
-    There is no background preparation to compare with yet (see benchmarks/README.md)."""
+    seconds (snapshot, build, plan, initializers not overwritten, copy, compile, optimizer state,
+    collecting the old model), synchronous and with ``prepare_ahead=True``, interleaved.  The
+    epoch before the boundary is long enough (about 3 s here) for the preparation to finish
+    while it trains; its time shows what the thread costs on a CPU that also trains."""
     from growstage.train.fitting import fit
     from growstage.train.schedule import Schedule
 
-    w = 64 if quick else 512
-    x = np.zeros((4, 5, 40), np.float32)
-    y = np.zeros((4, 5, 1000), np.float32)
-    sched = Schedule(lambda stage: blstm(stage.spec, w), stages=[2, 3])
-    pauses = []
+    w, n = (64, 16) if quick else (512, 96)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 20, 40)).astype(np.float32)
+    y = rng.normal(size=(n, 20, 1000)).astype(np.float32)
+    sched = Schedule(lambda stage: blstm(stage.spec, w), stages=[2, 3], repetitions=[2, 1])
+    rows: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
     for _ in range(repeat):
-        gc.collect()
-        hist = fit(sched, x, y, epochs=2, seed=0, log=None, batch_size=4,
-                   compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
-        pauses.append(hist.transitions[-1]["seconds"])
-    print(f"\n== fit boundary pause, BLSTM 2 -> 3 layers at width {w} (best of {repeat})")
-    print(f"synchronous transition {min(pauses):.3f}s")
+        for ahead in (False, True):
+            gc.collect()
+            hist = fit(sched, x, y, epochs=3, seed=0, log=None, batch_size=16, prepare_ahead=ahead,
+                       compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
+            t = hist.transitions[-1]
+            assert t["prepared_ahead"] is ahead, t["report"].notes
+            rows[ahead].append((t["seconds"], t["waited"], hist.epochs[1]["seconds"]))
+    print(f"\n== fit boundary pause, BLSTM 2 -> 3 layers at width {w} (best of {repeat}, interleaved)")
+    for ahead, label in ((False, "synchronous"), (True, "prepare_ahead=True")):
+        pause, waited, epoch = (min(r[i] for r in rows[ahead]) for i in range(3))
+        print(f"{label:20s} pause {pause:.3f}s (waited for the thread {waited:.3f}s); "
+              f"the epoch before it {epoch:.2f}s")

@@ -135,11 +135,11 @@ def _run(args: argparse.Namespace) -> int:
             print(p.table())
         return 0
     if args.cmd == "average":
-        out = fileops.average(args.ckpts, args.output)
+        out = fileops.average(args.ckpts, args.output, allow_large=args.allow_large)
         print(f"wrote {out} (average of {len(args.ckpts)})")
         return 0
     if args.cmd == "diff":
-        d = fileops.diff(args.a, args.b)
+        d = fileops.diff(args.a, args.b, allow_large=args.allow_large)
         if args.json:
             print(json.dumps(d, indent=1))
         else:
@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
                 print("identical")
         return 1 if any(d.values()) else 0
     if args.cmd == "convert":
-        out = fileops.convert(args.src, args.output, rules=_rules(args))
+        out = fileops.convert(args.src, args.output, rules=_rules(args), allow_large=args.allow_large)
         print(f"wrote {out}")
         return 0
     if args.cmd == "export":
@@ -279,15 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "come from the last")
     p.add_argument("ckpts", nargs="+", metavar="CKPT", help="checkpoints to average (" + _SRC_HELP + ")")
     p.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="the growstage HDF5 file to write")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     p = sub.add_parser("diff", help="compare two checkpoints",
                        description="what differs between two checkpoints; exit 1 when anything does")
     p.add_argument("a", metavar="A", help="the first checkpoint (" + _SRC_HELP + ")")
     p.add_argument("b", metavar="B", help="the second checkpoint, same formats")
     p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     p = sub.add_parser("convert", help="any readable checkpoint to growstage HDF5",
                        description="any readable checkpoint to growstage HDF5, names renamed by the rules")
     p.add_argument("src", metavar="SRC", help=_SRC_HELP)
     p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
+    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     _add_rule_flags(p)
     _add_export_parser(sub)
     return ap

@@ -79,9 +79,12 @@ def inspect(path: str | os.PathLike, *, stats: bool = False, model: Any = None,
         return {"path": r.path, "format": r.format, "meta": r.meta, "notes": r.notes, "params": rows}
 
 
-def diff(a: str | os.PathLike, b: str | os.PathLike, *, model: Any = None) -> dict[str, list]:
-    """``{"only_a", "only_b", "reshaped", "changed"}``: what differs between two checkpoints."""
-    with open_checkpoint(a, model=model) as ra, open_checkpoint(b, model=model) as rb:
+def diff(a: str | os.PathLike, b: str | os.PathLike, *, model: Any = None,
+         allow_large: bool = False) -> dict[str, list]:
+    """``{"only_a", "only_b", "reshaped", "changed"}``: what differs between two checkpoints
+    (``allow_large`` as in :func:`inspect`)."""
+    with open_checkpoint(a, model=model, allow_large=allow_large) as ra, \
+            open_checkpoint(b, model=model, allow_large=allow_large) as rb:
         out: dict[str, list] = {"only_a": sorted(set(ra) - set(rb)), "only_b": sorted(set(rb) - set(ra)),
                                 "reshaped": [], "changed": []}
         common = [n for n in ra if n in rb]
@@ -99,11 +102,20 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, model: Any = None) -> di
     return out
 
 
-def average(paths: list[str | os.PathLike], out: str | os.PathLike, *, model: Any = None) -> Path:
-    """Average float tensors of several checkpoints into a growstage HDF5 file; integers come from the last."""
+def average(paths: list[str | os.PathLike], out: str | os.PathLike, *, model: Any = None,
+            allow_large: bool = False) -> Path:
+    """Average float tensors of several checkpoints into a growstage HDF5 file; integers come from the
+    last (``allow_large`` as in :func:`inspect`)."""
     if len(paths) < 1:
         raise GrowstageError("average needs at least one checkpoint")
-    readers: list[Reader] = [open_checkpoint(p, model=model) for p in paths]
+    readers: list[Reader] = []
+    try:
+        for p in paths:
+            readers.append(open_checkpoint(p, model=model, allow_large=allow_large))
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
     try:
         names = list(readers[-1])
         for r in readers[:-1]:
@@ -132,9 +144,11 @@ def average(paths: list[str | os.PathLike], out: str | os.PathLike, *, model: An
             r.close()
 
 
-def convert(src: str | os.PathLike, out: str | os.PathLike, *, rules: Any = None, model: Any = None) -> Path:
-    """Any readable checkpoint to a growstage HDF5 file, names renamed by ``rules``."""
-    with open_checkpoint(src, model=model) as r:
+def convert(src: str | os.PathLike, out: str | os.PathLike, *, rules: Any = None, model: Any = None,
+            allow_large: bool = False) -> Path:
+    """Any readable checkpoint to a growstage HDF5 file, names renamed by ``rules`` (``allow_large``
+    as in :func:`inspect`)."""
+    with open_checkpoint(src, model=model, allow_large=allow_large) as r:
         result = Rules.coerce(rules).apply(list(r))
         flat: dict[str, Param] = {}
         targets = list(result.targets.items())

@@ -1,7 +1,7 @@
 """Run in its own process (logical devices must be set before TensorFlow starts):
 a transfer into a model built under MirroredStrategy with two logical CPUs gives
 every replica the values a single-device transfer gives, and a growing schedule
-runs under that strategy across a stage boundary.  Prints OK on success."""
+runs under that strategy across a stage boundary, prepared ahead or not.  Prints OK on success."""
 import os
 import sys
 
@@ -58,6 +58,21 @@ def main() -> int:
     for v in hist.model.weights:
         reps = replicas(v)
         assert len(reps) == 2 and all(np.array_equal(np.asarray(reps[0]), np.asarray(r)) for r in reps), v.path
+    # prepared ahead under the strategy: the same run, bit for bit, and every replica equal
+    def unseeded(stage):
+        x = keras.Input((None, 5))
+        h = x
+        for i in range(1, stage.spec + 1):
+            h = L.Bidirectional(L.LSTM(4, return_sequences=True), name=f"blstm{i}")(h)
+        return keras.Model(x, L.Dense(3, name="out")(h))
+
+    runs = [growstage.fit(growstage.Schedule(unseeded, stages=[1, 2]), x, y, epochs=2, seed=4, strategy=strategy,
+                          compile=lambda m, s: m.compile("adam", "mse"), batch_size=4, log=None,
+                          prepare_ahead=ahead) for ahead in (False, True)]
+    assert [r.transitions[0]["prepared_ahead"] for r in runs] == [False, True], runs[1].transitions[0]["report"].notes
+    for v0, v1 in zip(runs[0].model.weights, runs[1].model.weights):
+        reps = replicas(v1)
+        assert len(reps) == 2 and all(np.array_equal(np.asarray(replicas(v0)[0]), np.asarray(r)) for r in reps), v1.path
     print("OK")
     return 0
 

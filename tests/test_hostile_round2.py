@@ -364,3 +364,23 @@ def test_reading_an_entry_directly_fails_as_a_store_error_too(tmp_path):
     r = Reader(str(tmp_path / "ck"), "tf2", {}, optimizer={"opt/m": Entry((2,), np.dtype("f4"), broken)})
     with pytest.raises(StoreError, match=r"ck: cannot read tensor 'opt/m': IndexError"):
         r.optimizer["opt/m"].read()
+
+
+def test_the_file_tools_take_allow_large_too(tmp_path):
+    path = str(tmp_path / "sparse.weights.h5")
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layers/out/vars")
+        g.attrs["name"] = "out"
+        sparse = (np.random.default_rng(0).random(17_000_000) < 0.05).astype("f4")  # 68 MB, ~2 MB gzipped
+        g.create_dataset("0", data=sparse, compression="gzip", chunks=(1 << 16,))
+    out = str(tmp_path / "out.h5")
+    for call in (lambda **k: growstage.filetools.diff(path, path, **k),
+                 lambda **k: growstage.filetools.average([path, path], out, **k),
+                 lambda **k: growstage.filetools.convert(path, out, **k)):
+        with pytest.raises(StoreError, match="allow_large=True"):
+            call()
+        call(allow_large=True)
+    with growstage.open_checkpoint(out, allow_large=True) as r:
+        assert np.array_equal(r.read("out/vars/0"), sparse)
+    for cmd in (["diff", path, path], ["average", path, "-o", out], ["convert", path, out]):
+        assert cli_main(cmd) == 2 and cli_main(cmd + ["--allow-large"]) == 0, cmd

@@ -99,6 +99,11 @@ def _reads_init(p: Plan, row: PlanRow) -> bool:
     return row.action == Action.PADDED and isinstance(fill, str) and fill in (Fill.INIT, Fill.PRESERVE)
 
 
+def init_needed(p: Plan) -> list[Any]:
+    """The target variables whose initializer a plan's transfer runs (the rest are overwritten)."""
+    return [p.targets[r.layer].param(r.param).variable for r in p.rows if _reads_init(p, r)]
+
+
 def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: list[str]) -> Any:
     prm = p.source.layers[row.source_layer][row.param]
     old = prm.read()
@@ -160,8 +165,7 @@ def apply(p: Plan) -> Report:
     try:
         if p.pending is not None:
             # the initializers still needed run first (in threads), while the least memory is in use
-            p.pending.materialize_many([p.targets[r.layer].param(r.param).variable
-                                        for r in p.rows if _reads_init(p, r)])
+            p.pending.materialize_many(init_needed(p))
         for lname, info in p.targets.items():
             current = lname
             if lname in p.customs:

@@ -30,7 +30,7 @@ from growstage.core.growth import for_row
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Action
 from growstage.framework.adapters.graph import describe
-from growstage.framework.variables import UndoLog, read_variable
+from growstage.framework.variables import UndoLog, read_tensor, read_variable, tensor_view
 
 _CARRIED = (Action.COPIED, Action.SLICED, Action.PADDED, Action.CUSTOM)
 
@@ -59,8 +59,12 @@ def _param_keys(infos: dict) -> dict[int, tuple[str, str]]:
     return {id(p.variable): (lname, p.name) for lname, info in infos.items() for p in info.params}
 
 
-def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_names: bool = False) -> dict:
-    """``{"iterations": int, "slots": {layer: {param: {family: ndarray}}}, "class": name}``."""
+def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_names: bool = False,
+                    device: bool = False) -> dict:
+    """``{"iterations": int, "slots": {layer: {param: {family: ndarray}}}, "class": name}``.
+
+    ``device=True``: slots as the backend's device arrays (see ``read_tensor``), for a transfer
+    within the process: a slot of unchanged shape is then written with one device copy."""
     opt = optimizer or model.optimizer
     keys = _param_keys(describe(model, allow_auto_names=allow_auto_names))
     slots: dict[str, dict[str, dict[str, np.ndarray]]] = {}
@@ -71,7 +75,8 @@ def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_name
             continue
         entry = slots.setdefault(key[0], {}).setdefault(key[1], {})
         for fam, vs in fams.items():
-            entry[fam] = np.array(read_variable(vs[i]))
+            t = read_tensor(vs[i]) if device else None
+            entry[fam] = t if t is not None else np.array(read_variable(vs[i]))
     return {"iterations": int(read_variable(opt.iterations)), "slots": slots, "class": type(opt).__name__}
 
 
@@ -145,9 +150,12 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
                 counts["slots_zero"] += 1
                 continue
             old = src[fam]
-            if old.shape == tuple(var.shape):
-                new = old
-            elif gm is not None:
+            if tuple(int(d) for d in old.shape) == tuple(var.shape):
+                counts["slots_written"] += 1
+                yield var, old, f"{row.target}:{fam}"  # numpy or a device array: written as it is
+                continue
+            old = np.asarray(tensor_view(old)) if not isinstance(old, np.ndarray) else old
+            if gm is not None:
                 new = gm.apply(old, fresh_value=None, power=slot_power(fam))
                 if new_entries == "zero":  # old entries sit at the start of each block; resize marks them
                     kept = resize(np.ones(old.shape, bool), new.shape, old_split=row.old_split,

@@ -11,6 +11,7 @@ added, which releases those graphs.  A function traced during the stage and
 still alive elsewhere would lose the gradient of its custom-gradient ops if
 it were differentiated again: pass ``fit(..., release_traces=False)`` then.
 On the JAX and PyTorch backends there is no such registry: both functions do nothing.
+:func:`frozen_heap` keeps the collections that free a dropped model cheap.
 
 Example::
 
@@ -19,6 +20,10 @@ Example::
     0
 """
 from __future__ import annotations
+
+import contextlib
+import gc
+from typing import Iterator
 
 
 def _registry() -> dict | None:
@@ -51,3 +56,23 @@ def release_since(mark: frozenset[str]) -> int:
     for k in added:
         del reg[k]
     return len(added)
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Inside, the garbage collector skips the objects alive on entry (``gc.freeze``).
+
+    A transition collects the dropped model's reference cycles; a full collection walks every
+    object in the process, and TensorFlow and Keras alone hold about a million, which cost about
+    0.15 s per collection here.  Objects made inside (every model the run builds) are still
+    collected.  Nothing frozen is lost: the heap is unfrozen on exit (unless it was frozen
+    already), and cycles among the frozen objects are collected later.
+    """
+    gc.collect()
+    already = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not already:
+            gc.unfreeze()

@@ -7,11 +7,13 @@ straight from its new value (one copy, no initializer, no backup read), runs
 the recorded initializer only for variables that keep or read their init, and
 on failure initialises every variable it touched from its initializer, so the
 model is left freshly built.  Keras initializers draw from the seed they got
-when created, so skipping some does not change the others' values.
+when created, so skipping some does not change the others' values.  Only the
+thread that entered the block defers: another thread (a model training while the
+next one is built in the background) creates its variables as usual.
 
 Relies on the backend Variable's ``_initialize`` and ``_initialize_with_initializer``
-(TensorFlow and JAX; on PyTorch, see ``backends.torch.variable_class``, it builds normally).  Not
-thread-safe: do not build other models in other threads meanwhile.
+(TensorFlow and JAX; on PyTorch, see ``backends.torch.variable_class``, it builds normally).  One
+block at a time in a process.
 
 Example::
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import Any, Iterator, NoReturn
 
 import numpy as np
@@ -73,6 +76,7 @@ class Pending:
     def __init__(self, threads: int | None = None) -> None:
         self._vars: dict[int, Any] = {}
         self._inits: dict[int, Any] = {}
+        self._placed: set[int] = set()  # created with zeros by placeholders(), value still to come
         self.active = False
         # threads halve the time of initializers like orthogonal (a QR each), but hold their
         # temporaries at once: threads=1 for the lowest peak memory
@@ -89,6 +93,7 @@ class Pending:
 
     def _done(self, variable: Any) -> None:
         del self._vars[id(variable)]
+        self._placed.discard(id(variable))
         variable._initializer = None
 
     def is_pending(self, variable: Any) -> bool:
@@ -96,11 +101,13 @@ class Pending:
 
     def set(self, variable: Any, value: np.ndarray) -> None:
         """Create the variable from ``value`` (its initializer never runs)."""
-        variable._initialize(host_tensor(value, variable.dtype))
-        self._done(variable)
+        self._give(variable, host_tensor(value, variable.dtype))
 
     def materialize(self, variable: Any) -> None:
-        if id(variable) in self._vars:
+        if id(variable) in self._placed:
+            init = self._inits[id(variable)]
+            self._give(variable, init(tuple(int(d) for d in variable.shape), dtype=variable.dtype))
+        elif id(variable) in self._vars:
             variable._initialize_with_initializer(self._inits[id(variable)])
             self._done(variable)
 
@@ -118,14 +125,29 @@ class Pending:
 
             with ThreadPoolExecutor(max_workers=min(len(pure), self.threads)) as pool:
                 for v, val in zip(pure, pool.map(value, pure)):
-                    v._initialize(val)
-                    self._done(v)
+                    self._give(v, val)
         for v in todo:
             self.materialize(v)
 
     def materialize_all(self) -> None:
         for v in list(self._vars.values()):
             self.materialize(v)
+
+    def placeholders(self) -> None:
+        """Create every variable still pending, with zeros.  They stay pending: :meth:`set` then writes
+        into the buffer in place and an undo gives them their initializer's value.  For code that
+        needs real variables before the values are known (an optimizer's build, ahead of a transfer)."""
+        for v in self._vars.values():
+            if id(v) not in self._placed:
+                v._initialize(host_tensor(np.zeros(tuple(int(d) for d in v.shape)), v.dtype))
+                self._placed.add(id(v))
+
+    def _give(self, variable: Any, value: Any) -> None:
+        if id(variable) in self._placed:
+            variable.assign(value)
+        else:
+            variable._initialize(value)
+        self._done(variable)
 
     def initializer(self, variable: Any) -> Any:
         return self._inits[id(variable)]
@@ -150,14 +172,18 @@ def deferred_init(threads: int | None = None) -> Iterator[Pending]:
     own = {n: cls.__dict__[n] for n in names if n in cls.__dict__}  # JAX's Variable inherits some
     original, original_deferred = cls._initialize_with_initializer, cls._deferred_initialize
 
+    owner = threading.get_ident()
+
     def record(self: Any, initializer: Any) -> None:
+        if threading.get_ident() != owner:
+            return original(self, initializer)
         pending.record(self, initializer)
 
     def deferred(self: Any) -> None:
         # Keras's own deferral (variables made in a stateless scope) clears _initializer afterwards;
         # a variable still pending here needs it for the placeholder read
         original_deferred(self)
-        if pending.is_pending(self):
+        if threading.get_ident() == owner and pending.is_pending(self):
             self._initializer = pending.initializer(self)
 
     cls._initialize_with_initializer, cls._deferred_initialize = record, deferred

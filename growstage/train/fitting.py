@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,11 +36,12 @@ from growstage.core.vocab import Mode
 from growstage.engine.options import TransferOptions
 from growstage.framework.optimizer import optimizer_state, transfer_optimizer
 from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
-from growstage.framework.traces import registry_mark, release_since
+from growstage.framework.traces import frozen_heap, registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
 from growstage.core.errors import UnknownNameError
 from growstage.engine.planning import plan
 from growstage.interop.preloading import preload
+from growstage.train.ahead import Ahead, arch_key, next_rebuild
 from growstage.train.schedule import Schedule, Stage
 from growstage.framework.capture import snapshot
 from growstage.engine.report import Report
@@ -57,22 +57,6 @@ class GrowingHistory:
     rebuilds: int = 0
     model: Any = None
     resumed_from: str | None = None
-
-
-def arch_key(model: Any) -> str:
-    """The model's config with layer names replaced by positions: equal keys, equal architectures."""
-    names = {layer.name: f"#{i}" for i, layer in enumerate(model.layers)}
-
-    def norm(obj):
-        if isinstance(obj, dict):
-            return {k: norm(v) for k, v in obj.items() if k not in ("name",)}
-        if isinstance(obj, (list, tuple)):
-            return [norm(v) for v in obj]
-        if isinstance(obj, str):
-            return names.get(obj, obj)
-        return obj
-
-    return json.dumps(norm(model.get_config()), sort_keys=True, default=repr)
 
 
 def _scope(strategy: Any):
@@ -92,6 +76,7 @@ class _Run:
             self.log(msg)
 
     mark: frozenset = frozenset()
+    notes: list = []  # of the transition under way
     release_traces: bool = True
     lr_shift: int = 0  # schedule step of the optimizer's iteration 0 (growth_lr)
 
@@ -187,7 +172,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
         strategy: Any = None, reset_optimizer: bool = False, log: Callable[[str], None] | None = print,
         on_epoch_end: Callable[[int, Any, dict], None] | None = None, allow_auto_names: bool = False,
         preload_from_files: dict[str, dict] | None = None, release_traces: bool = True,
-        **fit_kwargs: Any) -> GrowingHistory:
+        prepare_ahead: bool = False, **fit_kwargs: Any) -> GrowingHistory:
     """Train ``schedule`` for ``epochs`` epochs on ``x``/``y`` (anything ``model.fit`` takes).
 
     ``compile(model, stage)`` compiles a freshly built model (with a new
@@ -208,65 +193,122 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     history then holds every epoch, those before the resume included.
     Epochs count from 0 everywhere: ``epoch-0000.h5`` is the first epoch's file, the log
     says ``epoch 0``, ``on_epoch_end`` gets 0 and ``hist.epochs[0]["epoch"] == 0``.
+    ``prepare_ahead=True``: build, compile and initialise the next stage's model in a background
+    thread while the last epoch before a rebuild trains, so the boundary pauses only for the copy;
+    bit-identical to the default under the same ``seed`` when the build takes its randomness from
+    Keras (see :mod:`growstage.train.ahead`).  Off by default: on a CPU-only machine the thread
+    competes with training for the same cores.
     Other keyword arguments go to ``model.fit`` (``batch_size``, ``shuffle``, ``validation_data``...).
     """
-    verbose = fit_kwargs.pop("verbose", 0)
+    fit_kwargs.setdefault("verbose", 0)
     run = _Run(schedule, compile, seed, strategy, log, reset_optimizer, allow_auto_names)
     run.release_traces, run.mark = release_traces, registry_mark()
+    loop = _Loop(x, y, fit_kwargs, epochs, checkpoint_dir, keep, on_epoch_end, prepare_ahead, preload_from_files)
     hist = GrowingHistory()
     model, current, start = run.resume(checkpoint_dir, hist) if resume and checkpoint_dir else (None, None, 0)
-    for epoch in range(start, epochs):
-        stage = schedule.stage_for_epoch(epoch)
-        if model is None:
-            model, current = run.first_model(stage, preload_from_files), stage
-        elif stage.index != current.index:
-            model = _transition(run, hist, model, current, stage, epoch)
-            current = stage
-        t0 = time.perf_counter()
-        h = model.fit(x, y, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose, **fit_kwargs)
-        logs = {k: float(v[-1]) for k, v in h.history.items()}
-        hist.epochs.append({"epoch": epoch, "stage": stage.index, "seconds": time.perf_counter() - t0, **logs})
-        # epochs count from 0 everywhere: file names, messages, callbacks, history, stage_for_epoch
-        run.say(f"epoch {epoch} (of 0..{epochs - 1}) stage {stage.index}: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-        if checkpoint_dir:
-            write_checkpoint(checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=keep,
-                             allow_auto_names=allow_auto_names,
-                             meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer)})
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model, logs)
+    ahead = None
+    try:
+        with frozen_heap():
+            for epoch in range(start, epochs):
+                model, current, ahead = _epoch(run, loop, hist, (model, current, ahead), epoch)
+    finally:
+        if ahead is not None:
+            ahead.job.wait()  # no thread outlives fit
     hist.model = model
     return hist
 
 
-def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int) -> Any:
+@dataclass
+class _Loop:
+    """What every epoch of :func:`fit` uses besides the run."""
+
+    x: Any
+    y: Any
+    fit_kwargs: dict
+    epochs: int
+    checkpoint_dir: str | None
+    keep: int
+    on_epoch_end: Callable | None
+    prepare_ahead: bool
+    preload_from_files: dict | None
+
+
+def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, state: tuple, epoch: int) -> tuple:
+    """One epoch of :func:`fit`: the transition before it, the next stage's preparation, the epoch."""
+    model, current, ahead = state
+    stage = run.schedule.stage_for_epoch(epoch)
+    if model is None:
+        model, current = run.first_model(stage, loop.preload_from_files), stage
+    elif stage.index != current.index:
+        use = ahead if ahead is not None and ahead.stage.index == stage.index else None
+        model, current, ahead = _transition(run, hist, model, current, stage, epoch, use), stage, None
+    if loop.prepare_ahead and ahead is None:
+        nxt = next_rebuild(run.schedule, epoch, loop.epochs, stage)
+        ahead = Ahead(run, model, nxt) if nxt is not None else None
+    t0 = time.perf_counter()
+    h = model.fit(loop.x, loop.y, epochs=epoch + 1, initial_epoch=epoch, **loop.fit_kwargs)
+    logs = {k: float(v[-1]) for k, v in h.history.items()}
+    hist.epochs.append({"epoch": epoch, "stage": stage.index, "seconds": time.perf_counter() - t0, **logs})
+    # epochs count from 0 everywhere: file names, messages, callbacks, history, stage_for_epoch
+    run.say(f"epoch {epoch} (of 0..{loop.epochs - 1}) stage {stage.index}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+    if loop.checkpoint_dir:
+        write_checkpoint(loop.checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=loop.keep,
+                         allow_auto_names=run.allow_auto_names,
+                         meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer)})
+    if loop.on_epoch_end is not None:
+        loop.on_epoch_end(epoch, model, logs)
+    return model, current, ahead
+
+
+def _next_model(run: _Run, model: Any, stage: Stage, ahead: Ahead | None) -> tuple[Any, Any, bool]:
+    """The next stage's model (None: same architecture as ``model``), its pending initializers,
+    and whether it was prepared ahead."""
+    if ahead is not None:
+        prepared, note = ahead.take(run)
+        if prepared is not None:
+            return prepared.model, prepared.pending, True
+        run.say(note)
+        run.notes.append(note)
+    new, pending = run.build_deferred(stage)
+    if arch_key(new) == arch_key(model):
+        del new
+        gc.collect()
+        return None, None, False
+    run.prepare(new, stage)
+    return new, pending, False
+
+
+def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int,
+                ahead: Ahead | None = None) -> Any:
     t0 = time.perf_counter()
     if stage.spec_key() == old.spec_key():
         if stage.frozen != old.frozen or stage.learning_rate != old.learning_rate:
             run.prepare(model, stage)
         hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
         return model
-    snap = snapshot(model, allow_auto_names=run.allow_auto_names)
-    opt_state = optimizer_state(model, allow_auto_names=run.allow_auto_names) if model.optimizer is not None else None
-    new, pending = run.build_deferred(stage)
-    if arch_key(new) == arch_key(model):
+    run.notes = []
+    new, pending, ahead_used = _next_model(run, model, stage, ahead)
+    if new is None:
         run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
-        del new
-        gc.collect()
         hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
         return model
-    run.prepare(new, stage)
+    snap = snapshot(model, allow_auto_names=run.allow_auto_names)
+    opt_state = (optimizer_state(model, allow_auto_names=run.allow_auto_names, device=True)
+                 if model.optimizer is not None else None)
     report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
-    del model, snap
-    gc.collect()
+    report.notes.extend(run.notes)
+    del model, snap, opt_state
     if run.release_traces:
         # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry
-        release_since(run.mark)
         gc.collect()
+        release_since(run.mark)
         run.mark = registry_mark()
+    gc.collect()
     hist.rebuilds += 1
     dt = time.perf_counter() - t0
-    hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": True, "report": report, "seconds": dt})
+    hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": True, "report": report, "seconds": dt,
+                             "prepared_ahead": ahead_used, "waited": ahead.waited if ahead is not None else 0.0})
     run.say(f"stage {stage.index} from epoch {epoch}: rebuilt {new.name} ({new.count_params()} params) "
-            f"in {dt:.2f}s\n{report.table()}")
+            f"in {dt:.2f}s{' (prepared ahead)' if ahead_used else ''}\n{report.table()}")
     return new

@@ -1,0 +1,131 @@
+"""fit(prepare_ahead=True): the next stage is prepared while the last epoch trains, and the run is
+bit for bit the synchronous one (weights, optimizer state, losses); a failing preparation falls
+back to the boundary with a note; the background thread leaves the caller's state alone."""
+import random
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+import growstage as gr
+from growstage.framework.background import Background
+from growstage.framework.variables import deferred_init
+from growstage.train.schedule import Schedule
+
+L = keras.layers
+
+
+def build(stage):
+    depth, width = stage.spec
+    x = keras.Input((5, 4))
+    h = x
+    for i in range(depth):
+        # default initializers: their seeds come from Python's random, the stream the thread isolates
+        h = L.LSTM(width, return_sequences=True, name=f"lstm{i}")(h)
+        h = L.Dropout(0.25, name=f"drop{i}")(h)
+    return keras.Model(x, L.Dense(3, name="out")(h))
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(48, 5, 4)).astype("f4"), rng.normal(size=(48, 5, 3)).astype("f4")
+
+
+def run(prepare_ahead, build_fn=build, stages=((1, 6), (2, 6), (2, 9), (2, 9)), epochs=6):
+    x, y = data()
+    sched = Schedule(build_fn, stages=list(stages), repetitions=[1, 2, 1, 2])
+    return gr.fit(sched, x, y, epochs=epochs, seed=11, log=None, prepare_ahead=prepare_ahead, batch_size=8,
+                  shuffle=True, compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
+
+
+def state(hist):
+    m = hist.model
+    return ([np.array(v) for v in m.weights], [np.array(v) for v in m.optimizer.variables],
+            [e["loss"] for e in hist.epochs])
+
+
+def same(a, b):
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_prepared_ahead_is_bit_identical_to_the_synchronous_path():
+    sync, ahead = run(False), run(True)
+    assert [t.get("prepared_ahead") for t in ahead.transitions] == [True, True, None]
+    assert [t.get("prepared_ahead") for t in sync.transitions] == [False, False, None]
+    w0, o0, l0 = state(sync)
+    w1, o1, l1 = state(ahead)
+    assert same(w0, w1) and same(o0, o1)
+    assert l0 == l1  # every epoch, the last epoch of each stage (trained beside the thread) included
+    for a, b in zip(sync.transitions, ahead.transitions):
+        if a["report"] is not None:
+            assert a["report"].table() == b["report"].table()
+    # and the run really depends on the seed (the comparison could fail)
+    x, y = data()
+    other = gr.fit(Schedule(build, stages=[(1, 6), (2, 6)]), x, y, epochs=2, seed=12, log=None, batch_size=8,
+                   prepare_ahead=True, compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
+    assert not np.array_equal(np.array(other.model.weights[0]), w1[0])
+
+
+def failing_in_background(stage):
+    if stage.index == 1 and threading.current_thread().name == "growstage-prepare":
+        raise RuntimeError("no room for the next stage")
+    return build(stage)
+
+
+def test_a_failing_preparation_falls_back_to_the_boundary_with_a_note():
+    sync, ahead = run(False), run(True, failing_in_background)
+    first = ahead.transitions[0]
+    assert first["prepared_ahead"] is False and ahead.transitions[1]["prepared_ahead"] is True
+    assert any("preparing ahead failed (RuntimeError: no room for the next stage)" in n
+               and "prepared at the boundary instead" in n for n in first["report"].notes)
+    assert same(state(sync)[0], state(ahead)[0])
+
+
+def test_an_error_of_the_transfer_itself_is_raised_at_the_boundary():
+    def renamed(stage):
+        m = build(stage)
+        if stage.index == 1:
+            return keras.Model(m.inputs, L.Dense(3, name="head")(m.layers[-2].output))
+        return m
+
+    stages = ((1, 6), (1, 8), (1, 8), (1, 8))
+    with pytest.raises(gr.GrowstageError) as sync:
+        run(False, renamed, stages=stages, epochs=2)
+    with pytest.raises(gr.GrowstageError) as ahead:
+        run(True, renamed, stages=stages, epochs=2)
+    assert "out" in str(sync.value) and str(ahead.value) == str(sync.value)
+
+
+def test_the_thread_draws_from_its_own_random_and_hands_its_state_over():
+    random.seed(5)
+    before = random.getstate()
+    job = Background(lambda: [random.random() for _ in range(3)], seed=99)
+    drawn = job.result()
+    assert random.getstate() == before  # the caller's stream did not move
+    r = random.Random(99)  # what random.seed(99) would have drawn in the caller
+    assert drawn == [r.random() for _ in range(3)]
+    job.adopt()
+    expected = random.Random(99)
+    [expected.random() for _ in range(3)]
+    assert random.random() == expected.random()
+
+
+def test_the_thread_builds_with_the_callers_dtype_policy():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        layer = Background(lambda: L.Dense(2)).result()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert layer.dtype_policy.name == "mixed_float16"
+
+
+def test_only_the_deferring_thread_defers():
+    with deferred_init() as pending:
+        other = Background(lambda: (lambda d: (d.build((None, 3)), d)[1])(L.Dense(2, name="elsewhere"))).result()
+        mine = L.Dense(2, name="here")
+        mine.build((None, 3))
+    # (PyTorch builds normally: nothing is deferred there, in any thread)
+    assert not pending.is_pending(other.kernel) and pending.is_pending(mine.kernel) == pending.active
+    assert np.any(np.array(other.kernel) != 0)
+    pending.materialize_all()
