@@ -83,6 +83,33 @@ def _fill_arg(text: str) -> Any:
         return text
 
 
+def _rich_inspect(info: dict[str, Any]) -> None:
+    """The tensors as a rich table (a terminal); pipes get the plain lines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = info["params"]
+    stats = any("mean" in r for r in rows)
+    table = Table(title=f"{info['format']} file {info['path']}", caption=f"{len(rows)} tensors, "
+                  f"{sum(r['bytes'] for r in rows):,d} bytes")
+    for col, just in (("name", "left"), ("shape", "left"), ("dtype", "left"), ("bytes", "right")):
+        table.add_column(col, justify=just)
+    for col in ("mean", "std", "min", "max", "non-finite") if stats else ():
+        table.add_column(col, justify="right")
+    for r in rows:
+        cells = [r["name"], str(tuple(r["shape"])), r["dtype"], f"{r['bytes']:,d}"]
+        if stats:
+            cells += [f"{r[k]:+.4g}" for k in ("mean", "std", "min", "max")]
+            cells.append(f"[red]{r['nonfinite']}[/red]" if r.get("nonfinite") else "0")
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    for note in info["notes"]:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    if info["meta"]:
+        console.print(f"meta {json.dumps(info['meta'], sort_keys=True, default=str)}", markup=False, highlight=False)
+
+
 def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
     if as_json:  # one tensor per line: shapes and statistics stay readable
         rows = ",\n  ".join(json.dumps(r, default=str) for r in info["params"])
@@ -90,6 +117,9 @@ def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(rest, default=str)[:-1] + ', "params": [\n  ' + rows + "\n]}")
         return
     rows = info["params"]
+    if sys.stdout.isatty():
+        _rich_inspect(info)
+        return
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
         line = f"{r['name']:<{width}}  {str(tuple(r['shape'])):<16} {r['dtype']:<8} {r['bytes']:>12,d}"

@@ -73,6 +73,13 @@ def main() -> int:
     for v0, v1 in zip(runs[0].model.weights, runs[1].model.weights):
         reps = replicas(v1)
         assert len(reps) == 2 and all(np.array_equal(np.asarray(replicas(v0)[0]), np.asarray(r)) for r in reps), v1.path
+    # a tf.device scope around fit holds for the stage prepared in the background too
+    with tf.device("/CPU:1"):
+        placed = growstage.fit(growstage.Schedule(unseeded, stages=[1, 2]), x, y, epochs=2, seed=4, log=None,
+                               compile=lambda m, s: m.compile("adam", "mse"), batch_size=4, prepare_ahead=True)
+    assert placed.transitions[0]["prepared_ahead"]
+    devices = {getattr(v, "value", v).device for v in placed.model.weights + placed.model.optimizer.variables}
+    assert devices and all(d.endswith("CPU:1") for d in devices), devices
     print("OK")
     return 0
 

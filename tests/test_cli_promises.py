@@ -111,3 +111,19 @@ def test_fill_accepts_what_the_library_accepts():
 
     assert TransferOptions(fill=_fill_arg("0.5")).fill == 0.5
     assert TransferOptions(fill=_fill_arg("preserve")).fill == "preserve"
+
+
+def test_inspect_prints_a_table_on_a_terminal_and_lines_into_a_pipe(tmp_path, capsys, monkeypatch):
+    import sys
+
+    path = str(tmp_path / "m.h5")
+    x = keras.Input((3,))
+    growstage.save(growstage.snapshot(keras.Model(x, keras.layers.Dense(2, name="out")(x))), path)
+    assert main(["inspect", "--stats", path]) == 0
+    piped = capsys.readouterr().out
+    assert "│" not in piped and piped.splitlines()[0].startswith("out/kernel")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["inspect", "--stats", path]) == 0
+    table = capsys.readouterr().out
+    assert "│" in table and "out/kernel" in table and "non-finite" in table and "2 tensors" in table

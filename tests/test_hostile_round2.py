@@ -384,3 +384,25 @@ def test_the_file_tools_take_allow_large_too(tmp_path):
         assert np.array_equal(r.read("out/vars/0"), sparse)
     for cmd in (["diff", path, path], ["average", path, "-o", out], ["convert", path, out]):
         assert cli_main(cmd) == 2 and cli_main(cmd + ["--allow-large"]) == 0, cmd
+
+
+def test_open_returnn_and_from_checkpoint_take_allow_large(tmp_path):
+    from growstage.initializers import FromCheckpoint
+    from growstage.returnn import open_returnn
+
+    path = str(tmp_path / "big.weights.h5")
+    values = (np.random.default_rng(1).random((4_300, 4_000)) < 0.05).astype("f4")  # 68.8 MB, ~2 MB gzipped
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layers/enc/vars")
+        g.attrs["name"] = "enc"
+        g.create_dataset("0", data=values, compression="gzip", chunks=(256, 256))
+    with pytest.raises(StoreError, match="allow_large=True"):
+        open_returnn(path)
+    with pytest.raises(growstage.PlanError, match="'enc/vars/0' is no RETURNN param name"):  # past the size check
+        open_returnn(path, allow_large=True)
+    init = FromCheckpoint(path, "enc/vars/0")
+    with pytest.raises(StoreError, match="allow_large=True"):
+        init((4_300, 4_000))
+    init = FromCheckpoint(path, "enc/vars/0", allow_large=True)
+    assert np.array_equal(keras.ops.convert_to_numpy(init((4_300, 4_000))), values)
+    assert FromCheckpoint.from_config(init.get_config()).allow_large is True

@@ -174,3 +174,20 @@ def test_stage_options_are_checked_when_the_stage_is_made():
     sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "ignore_mising": True}])
     with pytest.raises(growstage.GrowstageError, match="stage 0: unknown option 'ignore_mising'"):
         sched.stage(0)
+
+
+def test_options_that_act_on_nothing_are_noted():
+    def dense(n):
+        x = keras.Input((3,))
+        h = keras.layers.Dense(n, name="h")(x)
+        return keras.Model(x, keras.layers.Dense(2, name="out")(h))
+
+    small, big = dense(4), dense(8)
+    quiet = growstage.plan(small, big, mode="subset", fill="clone", fill_noise=0.01)
+    assert not any("had no effect" in n for n in quiet.notes)  # clone pads h and out: the noise acts
+    noted = growstage.plan(small, big, mode="subset", fill="preserve", fill_noise=0.01)
+    assert any(n.startswith("fill_noise=0.01 had no effect") for n in noted.notes), noted.notes
+    kept = growstage.plan(small, big, mode="ifpossible", fill="clone")
+    (note,) = [n for n in kept.notes if "had no effect" in n]
+    assert "fill 'clone' had no effect on h, out: mode 'ifpossible' keeps the new init" in note
+    assert not any("had no effect" in n for n in growstage.plan(small, big, mode="ifpossible").notes)

@@ -51,8 +51,8 @@ def same(a, b):
 
 def test_prepared_ahead_is_bit_identical_to_the_synchronous_path():
     sync, ahead = run(False), run(True)
-    assert [t.get("prepared_ahead") for t in ahead.transitions] == [True, True, None]
-    assert [t.get("prepared_ahead") for t in sync.transitions] == [False, False, None]
+    assert [t.get("prepared_ahead") for t in ahead.transitions] == [True, True, False]
+    assert [t.get("prepared_ahead") for t in sync.transitions] == [False, False, False]
     w0, o0, l0 = state(sync)
     w1, o1, l1 = state(ahead)
     assert same(w0, w1) and same(o0, o1)
@@ -129,3 +129,95 @@ def test_only_the_deferring_thread_defers():
     assert not pending.is_pending(other.kernel) and pending.is_pending(mine.kernel) == pending.active
     assert np.any(np.array(other.kernel) != 0)
     pending.materialize_all()
+
+
+class UnseededNormal(keras.initializers.Initializer):
+    """Draws from Keras's global seed generator (keras.random without a seed)."""
+
+    def __call__(self, shape, dtype=None):
+        return keras.random.normal(shape, stddev=0.1, dtype=dtype)
+
+
+def small(stage, init=None, seed_in_build=None):
+    if seed_in_build is not None:
+        keras.utils.set_random_seed(seed_in_build)  # a common habit: the build seeds everything
+    x = keras.Input((4,))
+    h = x
+    for i in range(stage.spec):
+        h = L.Dense(5, kernel_initializer=init or "glorot_uniform", name=f"d{i}")(h)
+    return keras.Model(x, L.Dense(1, name="out")(h))
+
+
+def run_small(prepare_ahead, build_fn, epochs=3, **kw):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(16, 4)).astype("f4"), rng.normal(size=(16, 1)).astype("f4")
+    return gr.fit(Schedule(build_fn, stages=[1, 2, 3]), x, y, epochs=epochs, seed=0, log=None, batch_size=4,
+                  prepare_ahead=prepare_ahead, compile=lambda m, s: m.compile(optimizer="adam", loss="mse"), **kw)
+
+
+@pytest.mark.parametrize("build_fn", [lambda s: small(s, UnseededNormal()), lambda s: small(s, seed_in_build=5)],
+                         ids=["unseeded-keras-random", "set_random_seed-in-build"])
+def test_keras_global_generator_and_seeding_in_the_build_stay_bit_identical(build_fn):
+    sync, ahead = run_small(False, build_fn), run_small(True, build_fn)
+    assert [t["prepared_ahead"] for t in ahead.transitions] == [True, True]
+    w0, o0, l0 = state(sync)
+    w1, o1, l1 = state(ahead)
+    assert same(w0, w1) and same(o0, o1) and l0 == l1
+
+
+def test_no_thread_outlives_fit_when_the_prepared_epoch_raises():
+    def slow_in_thread(stage):
+        if threading.current_thread().name == "growstage-prepare":
+            threading.Event().wait(1.0)
+        return small(stage)
+
+    def boom(epoch, model, logs):
+        raise RuntimeError("stop here")
+
+    patched = random.randint
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_small(True, slow_in_thread, on_epoch_end=boom)
+    assert not [t for t in threading.enumerate() if t.name == "growstage-prepare"]
+    assert random.randint is patched  # the thread's own random is gone with it
+
+
+def test_overlapping_deferred_blocks_of_two_threads_leave_no_patch_behind():
+    cls = type(keras.Variable(np.zeros(1, "f4")))
+    before = {n: cls.__dict__.get(n) for n in ("_initialize_with_initializer", "_deferred_initialize")}
+    entered, leave = threading.Event(), threading.Event()
+
+    def other():
+        with deferred_init():
+            entered.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=other)
+    with deferred_init() as mine:  # A enters, B enters, A leaves, B leaves
+        t.start()
+        entered.wait(5)
+    leave.set()
+    t.join()
+    assert {n: cls.__dict__.get(n) for n in before} == before
+    d = L.Dense(2, name="after")
+    d.build((None, 3))
+    assert not mine.is_pending(d.kernel) and np.any(np.array(d.kernel) != 0)
+
+
+def test_a_stage_that_keeps_the_model_applies_its_options_and_keeps_the_optimizer_state():
+    def same_arch(stage):
+        return small(type(stage)(stage.index, 2, 1))  # every spec builds the same network
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(16, 4)).astype("f4"), rng.normal(size=(16, 1)).astype("f4")
+    seen = []
+    stages = [{"spec": "a"}, {"spec": "b", "learning_rate": 0.5, "frozen": ["d0"]}]
+    for ahead in (False, True):
+        hist = gr.fit(Schedule(same_arch, stages=stages), x, y, epochs=2, seed=0, log=None, batch_size=4,
+                      prepare_ahead=ahead, compile=lambda m, s: m.compile(optimizer="adam", loss="mse"),
+                      on_epoch_end=lambda e, m, l: seen.append((e, float(np.array(m.optimizer.learning_rate)),
+                                                                 m.get_layer("d0").trainable,
+                                                                 int(np.array(m.optimizer.iterations)))))
+        t = hist.transitions[0]
+        assert t["rebuilt"] is False and {"seconds", "prepared_ahead", "waited"} <= set(t)
+    # epoch 1: the new rate, d0 frozen, and the step count goes on from epoch 0's 4 steps
+    assert seen[:2] == [(0, pytest.approx(0.001), True, 4), (1, 0.5, False, 8)] and seen[2:] == seen[:2]

@@ -226,3 +226,22 @@ def test_stages_build_in_keras_and_fit_two_stages(copy_output_layer, output_acti
     assert np.array_equal(kept[1]["output/kernel"], kept[0]["output/kernel"]) == (output_action == "copied")
     assert [layer.name for layer in hist.model.layers if layer.weights] == ["l1", "l2", "output"]
     assert growstage.layerwise is layerwise
+
+
+def test_a_stage_mode_that_overrides_the_schedules_is_noted():
+    import keras
+    import numpy as np
+
+    def build(stage):
+        x = keras.Input((3,))
+        h = keras.layers.Dense(stage.spec["w"], name="h")(x)
+        return keras.Model(x, keras.layers.Dense(2, name="out")(h))
+
+    stages = [{"spec": {"w": 2}}, {"spec": {"w": 4}, "mode": "ifpossible"}]
+    note = "stage 1: its own mode 'ifpossible' overrides the schedule's mode='subset'"
+    sched = growstage.Schedule(build, stages=stages, mode="subset")
+    assert sched.stage(1).notes == [note]
+    assert growstage.Schedule(build, stages=stages).stage(1).notes == []  # the default was not a choice
+    hist = growstage.fit(sched, np.ones((4, 3), "f4"), np.ones((4, 2), "f4"), epochs=2, log=None,
+                         compile=lambda m, s: m.compile(optimizer="sgd", loss="mse"))
+    assert note in hist.transitions[0]["report"].notes

@@ -21,7 +21,8 @@ from typing import Any, Callable
 from growstage.core.errors import PlanError
 from growstage.core.values import Snapshot
 from growstage.engine.options import TransferOptions
-from growstage.engine.planner import Planner
+from growstage.core.vocab import Action, Fill, Mode
+from growstage.engine.planner import Planner, fill_label
 from growstage.engine.report import PlanRow, render_json, render_table
 from growstage.engine.sources import apply_rules, edit_values, is_flat_source, resolve_source
 from growstage.framework.adapters.graph import LayerInfo, describe
@@ -140,5 +141,24 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
     if planner.problems:
         raise PlanError(planner.problems)
     notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
-                               + planner.notes))
+                               + planner.notes + idle_options(planner.rows, opts)))
     return Plan(planner.rows, planner.src, targets, opts, notes)
+
+
+_NOISY = (Fill.NET2NET, Fill.CLONE, Fill.LEMON)  # the fills fill_noise acts on (core.growth)
+
+
+def idle_options(rows: list[PlanRow], opts: TransferOptions) -> list[str]:
+    """Notes on options that, combined as given, acted on nothing in this plan."""
+    out = []
+    if opts.fill_noise and not any(r.action == Action.PADDED and r.fill in _NOISY for r in rows):
+        out.append(f"fill_noise={opts.fill_noise:g} had no effect: it perturbs entries that fill 'net2net', "
+                   "'clone' or 'lemon' duplicates, and no param was padded with one of those")
+    kept = sorted({r.layer for r in rows if r.action == Action.KEPT_INIT and r.mode == Mode.IFPOSSIBLE
+                   and r.source is not None and opts.fill_for(r.layer) != Fill.INIT})
+    if kept:
+        fills = sorted({fill_label(opts.fill_for(l)) for l in kept})
+        out.append(f"fill {', '.join(map(repr, fills))} had no effect on {', '.join(kept[:5])}"
+                   f"{' ...' if len(kept) > 5 else ''}: mode 'ifpossible' keeps the new init where a shape "
+                   "changed; mode='subset' pads with the fill")
+    return out

@@ -9,11 +9,11 @@ on failure initialises every variable it touched from its initializer, so the
 model is left freshly built.  Keras initializers draw from the seed they got
 when created, so skipping some does not change the others' values.  Only the
 thread that entered the block defers: another thread (a model training while the
-next one is built in the background) creates its variables as usual.
+next one is built in the background) creates its variables as usual, and blocks of
+several threads may overlap.
 
 Relies on the backend Variable's ``_initialize`` and ``_initialize_with_initializer``
-(TensorFlow and JAX; on PyTorch, see ``backends.torch.variable_class``, it builds normally).  One
-block at a time in a process.
+(TensorFlow and JAX; on PyTorch, see ``backends.torch.variable_class``, it builds normally).
 
 Example::
 
@@ -160,22 +160,25 @@ class Pending:
         return len(self._vars)
 
 
-@contextlib.contextmanager
-def deferred_init(threads: int | None = None) -> Iterator[Pending]:
-    """Within the block, new Keras variables wait for a value (see the module doc)."""
-    pending = Pending(threads)
-    cls = _variable_class()
-    if cls is None:
-        yield pending
-        return
-    names = ("_initialize_with_initializer", "_deferred_initialize")
-    own = {n: cls.__dict__[n] for n in names if n in cls.__dict__}  # JAX's Variable inherits some
+_deferring: dict[int, list[Pending]] = {}  # thread id -> its open deferred_init blocks, innermost last
+_defer_lock = threading.Lock()
+_NAMES = ("_initialize_with_initializer", "_deferred_initialize")
+_saved: dict[str, Any] = {}
+
+
+def _waiting() -> Pending | None:
+    stack = _deferring.get(threading.get_ident())
+    return stack[-1] if stack else None
+
+
+def _patch(cls: type) -> None:
+    """Make ``cls`` defer for the threads inside a block (once, however many blocks are open)."""
+    _saved.update({n: cls.__dict__[n] for n in _NAMES if n in cls.__dict__})  # JAX's inherits some
     original, original_deferred = cls._initialize_with_initializer, cls._deferred_initialize
 
-    owner = threading.get_ident()
-
     def record(self: Any, initializer: Any) -> None:
-        if threading.get_ident() != owner:
+        pending = _waiting()
+        if pending is None:
             return original(self, initializer)
         pending.record(self, initializer)
 
@@ -183,19 +186,45 @@ def deferred_init(threads: int | None = None) -> Iterator[Pending]:
         # Keras's own deferral (variables made in a stateless scope) clears _initializer afterwards;
         # a variable still pending here needs it for the placeholder read
         original_deferred(self)
-        if threading.get_ident() == owner and pending.is_pending(self):
+        pending = _waiting()
+        if pending is not None and pending.is_pending(self):
             self._initializer = pending.initializer(self)
 
     cls._initialize_with_initializer, cls._deferred_initialize = record, deferred
+
+
+def _unpatch(cls: type) -> None:
+    for n in _NAMES:
+        if n in _saved:
+            setattr(cls, n, _saved[n])
+        else:
+            delattr(cls, n)
+    _saved.clear()
+
+
+@contextlib.contextmanager
+def deferred_init(threads: int | None = None) -> Iterator[Pending]:
+    """Within the block, new Keras variables of this thread wait for a value (see the module doc)."""
+    pending = Pending(threads)
+    cls = _variable_class()
+    if cls is None:
+        yield pending
+        return
+    tid = threading.get_ident()
+    with _defer_lock:
+        if not _deferring:
+            _patch(cls)
+        _deferring.setdefault(tid, []).append(pending)
     pending.active = True
     try:
         yield pending
     finally:
-        for n in names:
-            if n in own:
-                setattr(cls, n, own[n])
-            else:
-                delattr(cls, n)
+        with _defer_lock:
+            _deferring[tid].pop()
+            if not _deferring[tid]:
+                del _deferring[tid]
+            if not _deferring:
+                _unpatch(cls)
 
 
 class UndoLog:

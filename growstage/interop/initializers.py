@@ -40,10 +40,11 @@ class FromCheckpoint(keras.initializers.Initializer):
 
     ``split``: per axis, the block sizes of the target shape for ``subset`` (e.g. ``[[n_in], [n, n, n, n]]``
     for LSTM gates; default one block per axis).  ``fallback``: a Keras initializer (name or config).
+    ``allow_large``: as for :func:`~growstage.open_checkpoint` (kept in the config).
     """
 
     def __init__(self, path: str | os.PathLike, name: str, mode: str = "exact", *, reader: str | None = None,
-                 split: list | None = None, fallback: Any = "glorot_uniform"):
+                 split: list | None = None, fallback: Any = "glorot_uniform", allow_large: bool = False):
         if mode not in MODES:
             raise GrowstageError(f"FromCheckpoint mode {mode!r}{did_you_mean(str(mode), MODES)} "
                                  f"(modes: {', '.join(MODES)})")
@@ -51,7 +52,7 @@ class FromCheckpoint(keras.initializers.Initializer):
             raise GrowstageError(f"FromCheckpoint reader {reader!r}: use None (growstage's formats) or 'returnn'")
         self.path, self.name, self.mode, self.reader = os.fspath(path), str(name), mode, reader
         self.split = [list(map(int, a)) for a in split] if split is not None else None
-        self.fallback = fallback
+        self.fallback, self.allow_large = fallback, bool(allow_large)
         keras.initializers.get(fallback)  # a bad fallback fails here, not when a layer is built
 
     def _read(self) -> np.ndarray:
@@ -60,9 +61,9 @@ class FromCheckpoint(keras.initializers.Initializer):
         if self.reader == "returnn":
             from growstage.interop.returnn.checkpoints import open_returnn
 
-            r = open_returnn(self.path)
+            r = open_returnn(self.path, allow_large=self.allow_large)
         else:
-            r = open_checkpoint(self.path)
+            r = open_checkpoint(self.path, allow_large=self.allow_large)
         with r:
             return r.read(self.name)
 
@@ -82,5 +83,6 @@ class FromCheckpoint(keras.initializers.Initializer):
 
     def get_config(self) -> dict:
         return {"path": self.path, "name": self.name, "mode": self.mode, "reader": self.reader,
+                "allow_large": self.allow_large,
                 "split": self.split, "fallback": keras.initializers.serialize(keras.initializers.get(self.fallback))
                 if not isinstance(self.fallback, str) else self.fallback}

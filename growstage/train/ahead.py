@@ -3,12 +3,13 @@
 A background thread builds the next stage's model (initializers deferred), compiles it, plans
 the transfer against the current model's names and shapes, and runs the initializers the
 transfer will keep; at the boundary only the snapshot, the copy and the optimizer state remain.
-The result is the synchronous path's, bit for bit, under the same ``seed``: the thread draws
-from its own Python ``random`` seeded as the boundary would seed it
-(:mod:`growstage.framework.background`), and the boundary re-seeds and continues from the
-thread's state.  That holds when the build function takes its randomness from Keras
-(initializers, seed generators) or Python's ``random``; a build that draws from numpy's or
-TensorFlow's global generators would see other states: keep ``prepare_ahead=False`` there.
+The result is the synchronous path's, bit for bit, under the same ``seed``: the thread's
+randomness is seeded as the boundary would seed it and handed back there
+(:mod:`growstage.framework.background`).  That holds when the build function takes its
+randomness from Keras (initializers, seed generators, unseeded ``keras.random``) or Python's
+``random``, and calls ``keras.utils.set_random_seed`` if it likes; a build that draws from
+numpy's, TensorFlow's or PyTorch's global generators would see other states: keep
+``prepare_ahead=False`` there.
 If preparing fails, the boundary prepares synchronously and says so.
 
 Example::
@@ -109,8 +110,14 @@ class Ahead:
 
 def _prepare(run: Any, old_key: str, source: Any, stage: Stage) -> Prepared:
     t0 = time.perf_counter()
-    with deferred_init() as pending:
-        model = run.schedule.build(stage)
+    pending = None
+    try:
+        with deferred_init() as pending:
+            model = run.schedule.build(stage)
+    except BaseException:
+        if pending is not None:
+            pending.materialize_all()  # layers the build made and kept (a cache) get their values
+        raise
     if arch_key(model) == old_key:
         return Prepared(None, None, time.perf_counter() - t0)
     try:

@@ -206,14 +206,13 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     loop = _Loop(x, y, fit_kwargs, epochs, checkpoint_dir, keep, on_epoch_end, prepare_ahead, preload_from_files)
     hist = GrowingHistory()
     model, current, start = run.resume(checkpoint_dir, hist) if resume and checkpoint_dir else (None, None, 0)
-    ahead = None
     try:
         with frozen_heap():
             for epoch in range(start, epochs):
-                model, current, ahead = _epoch(run, loop, hist, (model, current, ahead), epoch)
+                model, current = _epoch(run, loop, hist, model, current, epoch)
     finally:
-        if ahead is not None:
-            ahead.job.wait()  # no thread outlives fit
+        if loop.ahead is not None:
+            loop.ahead.job.wait()  # no thread outlives fit, also when an epoch raised
     hist.model = model
     return hist
 
@@ -231,20 +230,22 @@ class _Loop:
     on_epoch_end: Callable | None
     prepare_ahead: bool
     preload_from_files: dict | None
+    ahead: Ahead | None = None  # the next stage's preparation under way
 
 
-def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, state: tuple, epoch: int) -> tuple:
+def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, model: Any, current: Stage | None,
+           epoch: int) -> tuple[Any, Stage]:
     """One epoch of :func:`fit`: the transition before it, the next stage's preparation, the epoch."""
-    model, current, ahead = state
     stage = run.schedule.stage_for_epoch(epoch)
     if model is None:
         model, current = run.first_model(stage, loop.preload_from_files), stage
     elif stage.index != current.index:
+        ahead, loop.ahead = loop.ahead, None
         use = ahead if ahead is not None and ahead.stage.index == stage.index else None
-        model, current, ahead = _transition(run, hist, model, current, stage, epoch, use), stage, None
-    if loop.prepare_ahead and ahead is None:
+        model, current = _transition(run, hist, model, current, stage, epoch, use), stage
+    if loop.prepare_ahead and loop.ahead is None:
         nxt = next_rebuild(run.schedule, epoch, loop.epochs, stage)
-        ahead = Ahead(run, model, nxt) if nxt is not None else None
+        loop.ahead = Ahead(run, model, nxt) if nxt is not None else None
     t0 = time.perf_counter()
     h = model.fit(loop.x, loop.y, epochs=epoch + 1, initial_epoch=epoch, **loop.fit_kwargs)
     logs = {k: float(v[-1]) for k, v in h.history.items()}
@@ -258,7 +259,7 @@ def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, state: tuple, epoch: in
                          meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer)})
     if loop.on_epoch_end is not None:
         loop.on_epoch_end(epoch, model, logs)
-    return model, current, ahead
+    return model, current
 
 
 def _next_model(run: _Run, model: Any, stage: Stage, ahead: Ahead | None) -> tuple[Any, Any, bool]:
@@ -279,20 +280,33 @@ def _next_model(run: _Run, model: Any, stage: Stage, ahead: Ahead | None) -> tup
     return new, pending, False
 
 
+def _kept(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int, t0: float,
+          ahead: Ahead | None = None) -> Any:
+    """A stage that keeps the model: new frozen layers or a new learning rate recompile it, and the
+    optimizer's state (slots, iteration count) carries over the recompile."""
+    report = None
+    if stage.frozen != old.frozen or stage.learning_rate != old.learning_rate:
+        snap = snapshot(model, allow_auto_names=run.allow_auto_names)
+        opt_state = (optimizer_state(model, allow_auto_names=run.allow_auto_names, device=True)
+                     if model.optimizer is not None else None)
+        run.prepare(model, stage)
+        report = run.transfer(snap, opt_state, model, stage, exact=True)
+    hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": report,
+                             "seconds": time.perf_counter() - t0, "prepared_ahead": False,
+                             "waited": ahead.waited if ahead is not None else 0.0})
+    return model
+
+
 def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int,
                 ahead: Ahead | None = None) -> Any:
     t0 = time.perf_counter()
     if stage.spec_key() == old.spec_key():
-        if stage.frozen != old.frozen or stage.learning_rate != old.learning_rate:
-            run.prepare(model, stage)
-        hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
-        return model
-    run.notes = []
+        return _kept(run, hist, model, old, stage, epoch, t0)
+    run.notes = list(stage.notes)
     new, pending, ahead_used = _next_model(run, model, stage, ahead)
     if new is None:
         run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
-        hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": None})
-        return model
+        return _kept(run, hist, model, old, stage, epoch, t0, ahead)
     snap = snapshot(model, allow_auto_names=run.allow_auto_names)
     opt_state = (optimizer_state(model, allow_auto_names=run.allow_auto_names, device=True)
                  if model.optimizer is not None else None)

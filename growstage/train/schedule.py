@@ -64,6 +64,7 @@ class Stage:
     lr_at_growth: str = "keep"
     warmup_steps: int = 0
     optimizer_state: str = "copy"
+    notes: list = field(default_factory=list)  # said in the report of the transition into this stage
 
     def transfer_options(self, **extra: Any) -> TransferOptions:
         """This stage's options for the transfer into its model (``extra``: what fit adds)."""
@@ -123,12 +124,14 @@ class Schedule:
     is an error.  RETURNN's ``#copy_param_mode``, ``#repetition`` and
     ``#config`` (learning rate) keys at the top of a network-dict spec are
     that stage's options.  ``mode`` defaults to ``subset``; the stages of
-    :func:`~growstage.returnn_pretrain` carry RETURNN's (``ifpossible``).
+    :func:`~growstage.returnn_pretrain` carry RETURNN's (``ifpossible``); a stage's
+    own ``mode`` or ``fill`` that overrides one given here is noted in the report
+    of the transition into that stage.
     """
 
     def __init__(self, build: Callable[[Stage], Any], stages: Sequence[Any] | None = None, *,
                  stage_fn: Callable[[int, Any], Any] | None = None, repetitions: Repetitions = 1,
-                 mode: str = "subset", fill: Any = "init", learning_rate: float | None = None,
+                 mode: str | None = None, fill: Any = None, learning_rate: float | None = None,
                  frozen: Sequence[str] = (), max_stages: int = 10_000, **options: Any):
         if (stages is None) == (stage_fn is None):
             raise GrowstageError("Schedule needs exactly one of stages=[...] or stage_fn=f(idx, spec)")
@@ -140,7 +143,10 @@ class Schedule:
         self._cache: list[Stage] = []
         self._done = False
         self.repetitions = repetitions
-        self.defaults = dict(mode=mode, fill=fill, learning_rate=learning_rate, frozen=tuple(frozen))
+        # given here and overridden by a stage's own value: the stage's transfer notes say so
+        self._given = {k: v for k, v in (("mode", mode), ("fill", fill)) if v is not None}
+        self.defaults = dict(mode="subset" if mode is None else mode, fill="init" if fill is None else fill,
+                             learning_rate=learning_rate, frozen=tuple(frozen))
         self.defaults.update({k: options.pop(k) for k in _GROWTH_KEYS if k in options})
         self.options = options
         self.max_stages = max_stages
@@ -170,14 +176,18 @@ class Schedule:
                     raise GrowstageError(f"stage {idx}: {key!r} is given twice, in the stage dict and as a "
                                          "'#' key of its network dict; keep one")
                 extra[key] = value
+        notes = []
         for key in list(extra):
             if key in STAGE_KEYS:
                 opts[key] = extra.pop(key)
+                if key in self._given and opts[key] != self._given[key]:
+                    notes.append(f"stage {idx}: its own {key} {opts[key]!r} overrides the schedule's "
+                                 f"{key}={self._given[key]!r}")
         reps = opts.pop("repetitions", None)
         if reps is None:
             reps = repetitions_for(self.repetitions, idx, is_final)
         opts["frozen"] = tuple(opts.get("frozen") or ())
-        stage = Stage(idx, spec, reps, options={**self.options, **extra}, **opts)
+        stage = Stage(idx, spec, reps, options={**self.options, **extra}, notes=notes, **opts)
         check_growth_options(stage.lr_at_growth, stage.warmup_steps, stage.optimizer_state, f"stage {idx}")
         stage.transfer_options()  # a bad option fails when the stage is made, not at its boundary
         return stage
