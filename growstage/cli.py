@@ -86,18 +86,20 @@ def _fill_arg(text: str) -> Any:
 def _rich_inspect(info: dict[str, Any]) -> None:
     """The tensors as a rich table (a terminal); pipes get the plain lines."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # names and paths come from files growstage did not write: never read them as markup
     rows = info["params"]
     stats = any("mean" in r for r in rows)
-    table = Table(title=f"{info['format']} file {info['path']}", caption=f"{len(rows)} tensors, "
+    table = Table(title=escape(f"{info['format']} file {info['path']}"), caption=f"{len(rows)} tensors, "
                   f"{sum(r['bytes'] for r in rows):,d} bytes")
     for col, just in (("name", "left"), ("shape", "left"), ("dtype", "left"), ("bytes", "right")):
         table.add_column(col, justify=just)
     for col in ("mean", "std", "min", "max", "non-finite") if stats else ():
         table.add_column(col, justify="right")
     for r in rows:
-        cells = [r["name"], str(tuple(r["shape"])), r["dtype"], f"{r['bytes']:,d}"]
+        cells = [escape(r["name"]), str(tuple(r["shape"])), escape(r["dtype"]), f"{r['bytes']:,d}"]
         if stats:
             cells += [f"{r[k]:+.4g}" for k in ("mean", "std", "min", "max")]
             cells.append(f"[red]{r['nonfinite']}[/red]" if r.get("nonfinite") else "0")

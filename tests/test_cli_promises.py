@@ -127,3 +127,8 @@ def test_inspect_prints_a_table_on_a_terminal_and_lines_into_a_pipe(tmp_path, ca
     assert main(["inspect", "--stats", path]) == 0
     table = capsys.readouterr().out
     assert "│" in table and "out/kernel" in table and "non-finite" in table and "2 tensors" in table
+    odd = str(tmp_path / "odd[b].npz")  # names from a file growstage did not write are no markup
+    np.savez(odd, **{"enc/w[b]": np.ones(2, "f4"), "x[/]": np.zeros(1, "f4")})
+    assert main(["inspect", odd]) == 0
+    table = capsys.readouterr().out
+    assert "enc/w[b]" in table and "x[/]" in table and "odd[b].npz" in table

@@ -148,11 +148,12 @@ def small(stage, init=None, seed_in_build=None):
     return keras.Model(x, L.Dense(1, name="out")(h))
 
 
-def run_small(prepare_ahead, build_fn, epochs=3, **kw):
+def run_small(prepare_ahead, build_fn, epochs=3, compile=None, **kw):
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(16, 4)).astype("f4"), rng.normal(size=(16, 1)).astype("f4")
     return gr.fit(Schedule(build_fn, stages=[1, 2, 3]), x, y, epochs=epochs, seed=0, log=None, batch_size=4,
-                  prepare_ahead=prepare_ahead, compile=lambda m, s: m.compile(optimizer="adam", loss="mse"), **kw)
+                  prepare_ahead=prepare_ahead, compile=compile or (lambda m, s: m.compile(optimizer="adam", loss="mse")),
+                  **kw)
 
 
 @pytest.mark.parametrize("build_fn", [lambda s: small(s, UnseededNormal()), lambda s: small(s, seed_in_build=5)],
@@ -221,3 +222,76 @@ def test_a_stage_that_keeps_the_model_applies_its_options_and_keeps_the_optimize
         assert t["rebuilt"] is False and {"seconds", "prepared_ahead", "waited"} <= set(t)
     # epoch 1: the new rate, d0 frozen, and the step count goes on from epoch 0's 4 steps
     assert seen[:2] == [(0, pytest.approx(0.001), True, 4), (1, 0.5, False, 8)] and seen[2:] == seen[:2]
+
+
+def fit_small(build_fn, stages, epochs, **kw):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(16, 4)).astype("f4"), rng.normal(size=(16, 1)).astype("f4")
+    seen, kernels = [], []
+
+    def look(epoch, model, logs):
+        lr = model.optimizer._learning_rate
+        seen.append((epoch, type(lr).__name__, float(np.array(model.optimizer.learning_rate)),
+                     int(np.array(model.optimizer.iterations))))
+        kernels.append(np.array(model.get_layer("d0").kernel) if "d0" in [l.name for l in model.layers] else None)
+
+    kw.setdefault("compile", lambda m, s: m.compile(optimizer="adam", loss="mse"))
+    hist = gr.fit(Schedule(build_fn, stages=stages, **kw.pop("schedule", {})), x, y, epochs=epochs, seed=0,
+                  log=None, batch_size=4, on_epoch_end=look, **kw)
+    hist.kernels = kernels
+    return hist, seen
+
+
+def test_a_kept_model_with_automatic_names_takes_a_new_learning_rate():
+    def auto(stage):
+        x = keras.Input((4,))
+        return keras.Model(x, L.Dense(1)(L.Dense(5)(x)))
+
+    hist, seen = fit_small(auto, [{"spec": "a"}, {"spec": "a", "learning_rate": 0.5}], 2)
+    assert [s[2] for s in seen] == [pytest.approx(0.001), 0.5] and seen[1][3] == 8
+
+
+def test_a_kept_model_unfreezes_and_a_warmup_under_way_goes_on():
+    stages = [{"spec": 1}, {"spec": 2, "lr_at_growth": "rewarm", "warmup_steps": 100, "frozen": ["d0"]},
+              {"spec": 2}]
+    trainable = []
+    hist, seen = fit_small(small, stages, 3, schedule={"repetitions": 1})
+    assert hist.model.get_layer("d0").trainable is True  # frozen in stage 1 only
+    k = hist.kernels
+    # frozen in epoch 1, trained in epoch 2 (its variables were created while it was frozen: they
+    # must still be ones a GradientTape watches)
+    assert np.array_equal(k[1], np.array(hist.transitions[0]["report"].plan.source.layers["d0"]["kernel"].read())) \
+        and not np.array_equal(k[1], k[2])
+    (_, kind1, lr1, it1), (_, kind2, lr2, it2) = seen[1], seen[2]
+    assert kind1 == kind2 == "GrowthLR" and it2 == it1 + 4 and lr1 < lr2 < 0.001  # still warming up
+
+
+def test_a_kept_model_carries_its_stages_notes():
+    stages = [{"spec": 1}, {"spec": 1, "mode": "ifpossible", "learning_rate": 0.01}]
+    hist, _ = fit_small(small, stages, 2, schedule={"mode": "subset"})
+    t = hist.transitions[0]
+    assert t["report"] is None and t["notes"] == ["stage 1: its own mode 'ifpossible' overrides the schedule's "
+                                                  "mode='subset'"]
+
+
+def test_an_optimizer_whose_build_reads_the_params_is_built_at_the_boundary():
+    compile_ = lambda m, s: m.compile(optimizer=keras.optimizers.ScheduleFreeAdamW(), loss="mse")  # noqa: E731
+    runs = [run_small(ahead, small, compile=compile_, reset_optimizer=True) for ahead in (False, True)]
+    assert [t["prepared_ahead"] for t in runs[1].transitions] == [True, True]
+    (w0, o0, l0), (w1, o1, l1) = state(runs[0]), state(runs[1])
+    assert same(w0, w1) and same(o0, o1) and l0 == l1
+
+
+def test_a_heap_the_caller_froze_stays_theirs():
+    import gc
+
+    from growstage.framework.traces import frozen_heap
+
+    gc.freeze()
+    try:
+        n = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == n
+        assert gc.get_freeze_count() == n
+    finally:
+        gc.unfreeze()

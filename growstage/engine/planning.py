@@ -149,7 +149,13 @@ _NOISY = (Fill.NET2NET, Fill.CLONE, Fill.LEMON)  # the fills fill_noise acts on 
 
 
 def idle_options(rows: list[PlanRow], opts: TransferOptions) -> list[str]:
-    """Notes on options that, combined as given, acted on nothing in this plan."""
+    """Notes on options that, combined as given, acted on nothing in this plan.
+
+    Example::
+
+        >>> idle_options([], TransferOptions(fill_noise=0.1))[0][:30]
+        'fill_noise=0.1 had no effect: '
+    """
     out = []
     if opts.fill_noise and not any(r.action == Action.PADDED and r.fill in _NOISY for r in rows):
         out.append(f"fill_noise={opts.fill_noise:g} had no effect: it perturbs entries that fill 'net2net', "

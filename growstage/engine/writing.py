@@ -100,7 +100,17 @@ def _reads_init(p: Plan, row: PlanRow) -> bool:
 
 
 def init_needed(p: Plan) -> list[Any]:
-    """The target variables whose initializer a plan's transfer runs (the rest are overwritten)."""
+    """The target variables whose initializer a plan's transfer runs (the rest are overwritten).
+
+    Example::
+
+        >>> import keras
+        >>> def build(n):
+        ...     x = keras.Input((3,))
+        ...     return keras.Model(x, keras.layers.Dense(n, name="out")(x))
+        >>> [v.path for v in init_needed(plan(build(2), build(4), mode="subset"))]
+        ['out/kernel', 'out/bias']
+    """
     return [p.targets[r.layer].param(r.param).variable for r in p.rows if _reads_init(p, r)]
 
 

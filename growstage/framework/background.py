@@ -98,7 +98,13 @@ def _keras_state() -> dict[str, Any]:
 
 
 def active_strategy() -> Any:
-    """The ``tf.distribute`` strategy whose scope this thread is in, or None."""
+    """The ``tf.distribute`` strategy whose scope this thread is in, or None.
+
+    Example::
+
+        >>> active_strategy() is None  # outside any strategy.scope()
+        True
+    """
     tf = sys.modules.get("tensorflow")
     if tf is None:
         return None
@@ -139,6 +145,7 @@ class Background:
         self._thread.start()
 
     def recorder(self, module: Any, name: str) -> Callable:
+        """What ``module.name`` (a process-wide seeding function) does in this job's thread: record the call."""
         original = _originals[(module, name)]
 
         def record(*args: Any, **kwargs: Any) -> None:
@@ -161,9 +168,11 @@ class Background:
             self._final = {k: global_state.get_global_attribute(k) for k in _SEED_KEYS + ("object_name_uids",)}
 
     def done(self) -> bool:
+        """Whether ``fn`` has returned or raised."""
         return not self._thread.is_alive()
 
     def wait(self) -> None:
+        """Block until ``fn`` has returned or raised."""
         self._thread.join()
 
     def result(self) -> Any:

@@ -30,7 +30,7 @@ from growstage.core.growth import for_row
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Action
 from growstage.framework.adapters.graph import describe
-from growstage.framework.variables import UndoLog, read_tensor, read_variable, tensor_view
+from growstage.framework.variables import UndoLog, read_tensor, read_variable, reads_alias, tensor_view
 
 _CARRIED = (Action.COPIED, Action.SLICED, Action.PADDED, Action.CUSTOM)
 
@@ -63,8 +63,10 @@ def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_name
                     device: bool = False) -> dict:
     """``{"iterations": int, "slots": {layer: {param: {family: ndarray}}}, "class": name}``.
 
-    ``device=True``: slots as the backend's device arrays (see ``read_tensor``), for a transfer
-    within the process: a slot of unchanged shape is then written with one device copy."""
+    ``device=True``: slots as the backend's device arrays where reading one costs no copy
+    (TensorFlow, JAX; see ``read_tensor``), for a transfer within the process: a slot of
+    unchanged shape is then written with one device copy.  On PyTorch a read is a clone on the
+    device, so slots go to host memory as without it (no extra accelerator memory)."""
     opt = optimizer or model.optimizer
     keys = _param_keys(describe(model, allow_auto_names=allow_auto_names))
     slots: dict[str, dict[str, dict[str, np.ndarray]]] = {}
@@ -75,7 +77,7 @@ def optimizer_state(model: Any, optimizer: Any | None = None, *, allow_auto_name
             continue
         entry = slots.setdefault(key[0], {}).setdefault(key[1], {})
         for fam, vs in fams.items():
-            t = read_tensor(vs[i]) if device else None
+            t = read_tensor(vs[i]) if device and reads_alias() else None
             entry[fam] = t if t is not None else np.array(read_variable(vs[i]))
     return {"iterations": int(read_variable(opt.iterations)), "slots": slots, "class": type(opt).__name__}
 
@@ -85,6 +87,64 @@ def ensure_built(model: Any) -> Any:
     if not getattr(opt, "built", False):
         opt.build(model.trainable_variables)
     return opt
+
+
+# Keras optimizers whose build() makes slots from their params' shapes alone (ScheduleFreeAdamW, say,
+# copies the params' values into a slot): only these may be built before the params have values
+_SHAPE_ONLY_BUILDS = ("Adam", "AdamW", "Adamax", "Nadam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Ftrl", "Lion",
+                      "Adafactor", "Lamb", "Muon")
+
+
+def builds_from_shapes(optimizer: Any) -> bool:
+    """Whether ``optimizer`` (a Keras built-in, or a loss-scale wrapper of one) builds its slots from
+    the params' shapes alone, so it may be built while the params wait for their values.
+
+    Example::
+
+        >>> import keras
+        >>> builds_from_shapes(keras.optimizers.Adam()), builds_from_shapes(object())
+        (True, False)
+    """
+    opt = getattr(optimizer, "inner_optimizer", optimizer)
+    return type(opt).__module__.startswith("keras.") and type(opt).__name__ in _SHAPE_ONLY_BUILDS
+
+
+def carry_over(old: Any, model: Any) -> dict[str, int]:
+    """After ``model`` was recompiled (same variables, a new optimizer of ``old``'s class), the new
+    optimizer continues ``old``'s state: the slots of every param both train, and the iteration
+    count.  Params that train only now start with zero slots.  All or nothing.
+
+    Example::
+
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> m.compile(optimizer="adam", loss="mse"); m.optimizer.build(m.trainable_variables)
+        >>> old = m.optimizer
+        >>> m.compile(optimizer="adam", loss="mse"); carry_over(old, m)
+        {'slots_written': 4, 'slots_zero': 0}
+    """
+    new = ensure_built(model)
+    counts = {"slots_written": 0, "slots_zero": 0}
+    if not getattr(old, "built", False) or type(old) is not type(new):
+        return counts
+    old_fams, new_fams = _slot_families(old), _slot_families(new)
+    index = {id(v): i for i, v in enumerate(old._trainable_variables)}
+    undo = UndoLog()
+    try:
+        undo.write(new.iterations, np.array(read_variable(old.iterations)), "iterations")
+        for j, v in enumerate(new._trainable_variables):
+            i = index.get(id(v))
+            for fam, slots in new_fams.items():
+                if i is None or fam not in old_fams:
+                    counts["slots_zero"] += 1
+                    continue
+                src = old_fams[fam][i]
+                t = read_tensor(src)
+                undo.write(slots[j], t if t is not None else read_variable(src), f"{v.path}:{fam}")
+                counts["slots_written"] += 1
+    except BaseException as e:
+        undo.fail(e, "carrying the optimizer state over the recompile failed")
+    return counts
 
 
 def transfer_optimizer_state(state: dict, plan: Any, model: Any, *, reset: bool = False,

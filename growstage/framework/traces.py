@@ -65,14 +65,23 @@ def frozen_heap() -> Iterator[None]:
     A transition collects the dropped model's reference cycles; a full collection walks every
     object in the process, and TensorFlow and Keras alone hold about a million, which cost about
     0.15 s per collection here.  Objects made inside (every model the run builds) are still
-    collected.  Nothing frozen is lost: the heap is unfrozen on exit (unless it was frozen
-    already), and cycles among the frozen objects are collected later.
+    collected.  Nothing frozen is lost: the heap is unfrozen on exit, and cycles among the
+    frozen objects are collected later.  A process that froze its heap itself is left as it is.
+
+    Example::
+
+        >>> import gc
+        >>> with frozen_heap():
+        ...     inside = gc.get_freeze_count() > 0
+        >>> inside, gc.get_freeze_count()
+        (True, 0)
     """
+    if gc.get_freeze_count() > 0:  # the caller froze a heap already (before a fork, say): theirs to manage
+        yield
+        return
     gc.collect()
-    already = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         yield
     finally:
-        if not already:
-            gc.unfreeze()
+        gc.unfreeze()

@@ -37,6 +37,10 @@ import numpy as np
 from growstage.core.errors import GrowstageError, TransferError
 
 
+def _shape(variable: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in variable.shape)
+
+
 def _backend() -> Any:
     from growstage.framework.backends import current
 
@@ -52,6 +56,19 @@ def read_tensor(variable: Any) -> Any:
     unchanged (TensorFlow: the variable's buffer, copied on write; JAX: the immutable array;
     PyTorch: a clone on the same device), or None where unavailable."""
     return _backend().read_tensor(variable)
+
+
+def reads_alias() -> bool:
+    """Whether :func:`read_tensor` shares the variable's buffer (TensorFlow, JAX) rather than
+    cloning it (PyTorch, where a variable is written in place).
+
+    Example::
+
+        >>> import keras
+        >>> reads_alias() == (keras.backend.backend() != "torch")
+        True
+    """
+    return bool(getattr(_backend(), "READS_ALIAS", False))
 
 
 def tensor_view(tensor: Any) -> np.ndarray:
@@ -77,6 +94,7 @@ class Pending:
         self._vars: dict[int, Any] = {}
         self._inits: dict[int, Any] = {}
         self._placed: set[int] = set()  # created with zeros by placeholders(), value still to come
+        self._trainable: dict[int, bool] = {}  # as built: a layer frozen after its build still trains later
         self.active = False
         # threads halve the time of initializers like orthogonal (a QR each), but hold their
         # temporaries at once: threads=1 for the lowest peak memory
@@ -85,6 +103,7 @@ class Pending:
     def record(self, variable: Any, initializer: Any) -> None:
         self._vars[id(variable)] = variable
         self._inits[id(variable)] = initializer
+        self._trainable[id(variable)] = variable.trainable
         # Keras reads an uninitialised variable as its initializer's value (a placeholder): a model
         # that build() calls on data (subclassed models) runs; the value read is not kept.
         variable._initializer = initializer
@@ -106,9 +125,9 @@ class Pending:
     def materialize(self, variable: Any) -> None:
         if id(variable) in self._placed:
             init = self._inits[id(variable)]
-            self._give(variable, init(tuple(int(d) for d in variable.shape), dtype=variable.dtype))
+            self._give(variable, init(_shape(variable), dtype=variable.dtype))
         elif id(variable) in self._vars:
-            variable._initialize_with_initializer(self._inits[id(variable)])
+            self._create(variable, lambda: variable._initialize_with_initializer(self._inits[id(variable)]))
             self._done(variable)
 
     def materialize_many(self, variables: list[Any]) -> None:
@@ -121,7 +140,7 @@ class Pending:
             from concurrent.futures import ThreadPoolExecutor
 
             def value(v: Any) -> Any:
-                return self._inits[id(v)](tuple(int(d) for d in v.shape), dtype=v.dtype)
+                return self._inits[id(v)](_shape(v), dtype=v.dtype)
 
             with ThreadPoolExecutor(max_workers=min(len(pure), self.threads)) as pool:
                 for v, val in zip(pure, pool.map(value, pure)):
@@ -136,17 +155,42 @@ class Pending:
     def placeholders(self) -> None:
         """Create every variable still pending, with zeros.  They stay pending: :meth:`set` then writes
         into the buffer in place and an undo gives them their initializer's value.  For code that
-        needs real variables before the values are known (an optimizer's build, ahead of a transfer)."""
+        needs real variables before the values are known (an optimizer's build, ahead of a transfer).
+
+        Example::
+
+            >>> import keras, numpy as np
+            >>> with deferred_init() as pending:
+            ...     d = keras.layers.Dense(2); d.build((None, 2))
+            >>> pending.placeholders()  # (PyTorch defers nothing: there the kernel exists already)
+            >>> if pending.active:
+            ...     pending.set(d.kernel, np.ones((2, 2), "f4"))
+            ... else:
+            ...     _ = d.kernel.assign(np.ones((2, 2), "f4"))
+            >>> np.array(d.kernel).tolist(), len(pending) == (1 if pending.active else 0)
+            ([[1.0, 1.0], [1.0, 1.0]], True)
+            >>> pending.materialize_all()
+        """
         for v in self._vars.values():
             if id(v) not in self._placed:
-                v._initialize(host_tensor(np.zeros(tuple(int(d) for d in v.shape)), v.dtype))
+                self._create(v, lambda: v._initialize(host_tensor(np.zeros(_shape(v), np.dtype(v.dtype)), v.dtype)))
                 self._placed.add(id(v))
+
+    def _create(self, variable: Any, create: Any) -> None:
+        # TensorFlow fixes a variable's `trainable` (what a GradientTape watches) when it is created;
+        # create it as the build would have, not as a layer frozen since then says
+        now = variable._trainable
+        variable._trainable = self._trainable.get(id(variable), now)
+        try:
+            create()
+        finally:
+            variable._trainable = now
 
     def _give(self, variable: Any, value: Any) -> None:
         if id(variable) in self._placed:
             variable.assign(value)
         else:
-            variable._initialize(value)
+            self._create(variable, lambda: variable._initialize(value))
         self._done(variable)
 
     def initializer(self, variable: Any) -> Any:
@@ -154,7 +198,7 @@ class Pending:
 
     def reinitialize(self, variable: Any) -> None:
         """Give a variable created from a value its initializer's value, as a fresh build would."""
-        variable._initialize_with_initializer(self._inits[id(variable)])
+        self._create(variable, lambda: variable._initialize_with_initializer(self._inits[id(variable)]))
 
     def __len__(self) -> int:
         return len(self._vars)
@@ -259,7 +303,7 @@ class UndoLog:
 
     def write(self, variable: Any, value: Any, name: str) -> None:
         """The one way a transfer writes: shape-checked, backed up (or created, if still pending)."""
-        shape = tuple(int(d) for d in variable.shape)
+        shape = _shape(variable)
         if tuple(int(d) for d in value.shape) != shape:
             raise GrowstageError(f"param {name}: value of shape {tuple(value.shape)} for a variable of shape {shape}")
         if self.is_pending(variable):

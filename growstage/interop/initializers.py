@@ -17,7 +17,7 @@ Example::
     >>> init = FromCheckpoint(path, "enc/kernel", mode="subset", fallback="zeros")
     >>> d = keras.layers.Dense(4, kernel_initializer=init); d.build((None, 3))
     >>> d.kernel.numpy()[0].tolist(), sorted(init.get_config())
-    ([1.0, 1.0, 0.0, 0.0], ['fallback', 'mode', 'name', 'path', 'reader', 'split'])
+    ([1.0, 1.0, 0.0, 0.0], ['allow_large', 'fallback', 'mode', 'name', 'path', 'reader', 'split'])
 """
 from __future__ import annotations
 

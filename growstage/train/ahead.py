@@ -40,14 +40,24 @@ from growstage.engine.planning import plan
 from growstage.engine.writing import init_needed
 from growstage.framework.background import Background
 from growstage.framework.capture import snapshot
-from growstage.framework.optimizer import ensure_built
+from growstage.framework.optimizer import builds_from_shapes, ensure_built
 from growstage.framework.variables import deferred_init
 from growstage.core.errors import GrowstageError
 from growstage.train.schedule import Schedule, Stage
 
 
 def arch_key(model: Any) -> str:
-    """The model's config with layer names replaced by positions: equal keys, equal architectures."""
+    """The model's config with layer names replaced by positions: equal keys, equal architectures.
+
+    Example::
+
+        >>> import keras
+        >>> def mlp(name):
+        ...     x = keras.Input((2,))
+        ...     return keras.Model(x, keras.layers.Dense(3, name=name)(x))
+        >>> arch_key(mlp("a")) == arch_key(mlp("b"))
+        True
+    """
     names = {layer.name: f"#{i}" for i, layer in enumerate(model.layers)}
 
     def norm(obj):
@@ -63,7 +73,14 @@ def arch_key(model: Any) -> str:
 
 
 def next_rebuild(schedule: Schedule, epoch: int, epochs: int, stage: Stage) -> Stage | None:
-    """The stage of epoch ``epoch + 1`` when it has another architecture than ``stage``."""
+    """The stage of epoch ``epoch + 1`` when it has another architecture than ``stage``.
+
+    Example::
+
+        >>> sched = Schedule(lambda s: None, stages=[1, 1, 2])
+        >>> [getattr(next_rebuild(sched, e, 4, sched.stage_for_epoch(e)), "index", None) for e in range(3)]
+        [None, 2, None]
+    """
     if epoch + 1 >= epochs:
         return None
     nxt = schedule.stage_for_epoch(epoch + 1)
@@ -129,7 +146,7 @@ def _prepare(run: Any, old_key: str, source: Any, stage: Stage) -> Prepared:
             pass  # the boundary plans again with the trained values and raises it there
         else:
             pending.materialize_many(init_needed(p))
-        if model.optimizer is not None:
+        if model.optimizer is not None and builds_from_shapes(model.optimizer):
             pending.placeholders()  # the optimizer's slots are made beside real variables
             ensure_built(model)
     except BaseException:

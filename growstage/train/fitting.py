@@ -34,7 +34,7 @@ import keras
 from growstage.framework.variables import deferred_init
 from growstage.core.vocab import Mode
 from growstage.engine.options import TransferOptions
-from growstage.framework.optimizer import optimizer_state, transfer_optimizer
+from growstage.framework.optimizer import carry_over, optimizer_state, transfer_optimizer
 from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
 from growstage.framework.traces import frozen_heap, registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
@@ -70,13 +70,13 @@ class _Run:
         self.schedule, self.compile_fn, self.seed = schedule, compile, seed
         self.strategy, self.log = strategy, log
         self.reset_optimizer, self.allow_auto_names = reset_optimizer, allow_auto_names
+        self.notes: list[str] = []  # of the transition under way
 
     def say(self, msg: str) -> None:
         if self.log is not None:
             self.log(msg)
 
     mark: frozenset = frozenset()
-    notes: list = []  # of the transition under way
     release_traces: bool = True
     lr_shift: int = 0  # schedule step of the optimizer's iteration 0 (growth_lr)
 
@@ -281,32 +281,47 @@ def _next_model(run: _Run, model: Any, stage: Stage, ahead: Ahead | None) -> tup
 
 
 def _kept(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int, t0: float,
-          ahead: Ahead | None = None) -> Any:
-    """A stage that keeps the model: new frozen layers or a new learning rate recompile it, and the
-    optimizer's state (slots, iteration count) carries over the recompile."""
-    report = None
+          ahead: Ahead | None = None, ahead_used: bool = False) -> Any:
+    """A stage that keeps the model.  New frozen layers (or layers no longer frozen) or a new
+    learning rate recompile it; the new optimizer continues the old one's state and, without a
+    rate of its own, the learning-rate schedule of the growth before (a warm-up goes on)."""
     if stage.frozen != old.frozen or stage.learning_rate != old.learning_rate:
-        snap = snapshot(model, allow_auto_names=run.allow_auto_names)
-        opt_state = (optimizer_state(model, allow_auto_names=run.allow_auto_names, device=True)
-                     if model.optimizer is not None else None)
+        for name in set(old.frozen) - set(stage.frozen):
+            model.get_layer(name).trainable = True
+        before = model.optimizer
         run.prepare(model, stage)
-        report = run.transfer(snap, opt_state, model, stage, exact=True)
-    hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": False, "report": report,
-                             "seconds": time.perf_counter() - t0, "prepared_ahead": False,
-                             "waited": ahead.waited if ahead is not None else 0.0})
+        if before is not None and model.optimizer is not None and not run.reset_optimizer:
+            carry_over(before, model)
+            if stage.learning_rate is None:
+                run.lr_shift = restore_lr(model.optimizer, lr_settings(before))
+    for note in run.notes:
+        run.say(note)
+    _record(hist, epoch, stage, t0, None, ahead, ahead_used, notes=list(run.notes))
     return model
+
+
+def _record(hist: GrowingHistory, epoch: int, stage: Stage, t0: float, report: Report | None,
+            ahead: Ahead | None, ahead_used: bool, notes: list[str] | None = None) -> float:
+    """One entry of ``hist.transitions``; returns its seconds (the pause)."""
+    dt = time.perf_counter() - t0
+    entry = {"epoch": epoch, "stage": stage.index, "rebuilt": report is not None, "report": report, "seconds": dt,
+             "prepared_ahead": ahead_used, "waited": ahead.waited if ahead is not None else 0.0}
+    if report is None:
+        entry["notes"] = notes or []  # a kept model has no report to hold them
+    hist.transitions.append(entry)
+    return dt
 
 
 def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int,
                 ahead: Ahead | None = None) -> Any:
     t0 = time.perf_counter()
+    run.notes = list(stage.notes)
     if stage.spec_key() == old.spec_key():
         return _kept(run, hist, model, old, stage, epoch, t0)
-    run.notes = list(stage.notes)
     new, pending, ahead_used = _next_model(run, model, stage, ahead)
     if new is None:
         run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
-        return _kept(run, hist, model, old, stage, epoch, t0, ahead)
+        return _kept(run, hist, model, old, stage, epoch, t0, ahead, ahead_used)
     snap = snapshot(model, allow_auto_names=run.allow_auto_names)
     opt_state = (optimizer_state(model, allow_auto_names=run.allow_auto_names, device=True)
                  if model.optimizer is not None else None)
@@ -320,9 +335,7 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
         run.mark = registry_mark()
     gc.collect()
     hist.rebuilds += 1
-    dt = time.perf_counter() - t0
-    hist.transitions.append({"epoch": epoch, "stage": stage.index, "rebuilt": True, "report": report, "seconds": dt,
-                             "prepared_ahead": ahead_used, "waited": ahead.waited if ahead is not None else 0.0})
+    dt = _record(hist, epoch, stage, t0, report, ahead, ahead_used)
     run.say(f"stage {stage.index} from epoch {epoch}: rebuilt {new.name} ({new.count_params()} params) "
             f"in {dt:.2f}s{' (prepared ahead)' if ahead_used else ''}\n{report.table()}")
     return new

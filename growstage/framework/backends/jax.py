@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+# read_tensor shares the variable's buffer (arrays are immutable)
+READS_ALIAS = True
+
 
 DEVICE_RESIZE = True  # transfers slice / pad on the device (device_values.resize_device)
 

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+# read_tensor shares the variable's buffer (copied on write)
+READS_ALIAS = True
+
 
 # transfers slice / pad through numpy on TensorFlow: a sliced assign into a scratch tf.Variable fails
 # under a tf.distribute strategy, and on CPU the numpy views share the snapshot's buffers anyway

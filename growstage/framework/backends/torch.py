@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+# read_tensor clones: a variable is written in place, so a snapshot cannot share its buffer
+READS_ALIAS = False
+
 
 DEVICE_RESIZE = True  # transfers slice / pad on the device (device_values.resize_device)
 
