@@ -295,3 +295,20 @@ def test_a_heap_the_caller_froze_stays_theirs():
         assert gc.get_freeze_count() == n
     finally:
         gc.unfreeze()
+
+
+def test_automatic_names_fail_at_the_boundary_as_without_preparing_ahead():
+    def auto(stage):
+        x = keras.Input((4,))
+        h = x
+        for _ in range(stage.spec):
+            h = L.Dense(5)(h)
+        return keras.Model(x, L.Dense(1)(h))
+
+    for ahead in (False, True):
+        done = []
+        with pytest.raises(gr.GrowstageError, match="auto-generated name"):
+            gr.fit(Schedule(auto, stages=[1, 2]), np.ones((8, 4), "f4"), np.ones((8, 1), "f4"), epochs=2, seed=0,
+                   log=None, prepare_ahead=ahead, on_epoch_end=lambda e, m, l: done.append(e),
+                   compile=lambda m, s: m.compile(optimizer="adam", loss="mse"))
+        assert done == [0]  # the first epoch trained; the error comes at the boundary

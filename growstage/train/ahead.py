@@ -105,7 +105,10 @@ class Ahead:
         self.stage = stage
         old_key = arch_key(model)
         # names and shapes only: the values the transfer copies are read at the boundary
-        source = snapshot(model, allow_auto_names=run.allow_auto_names, lazy=True)
+        try:
+            source = snapshot(model, allow_auto_names=run.allow_auto_names, lazy=True)
+        except GrowstageError:
+            source = None  # (automatic names) the boundary raises it, after the epoch, as without
         seed = run.seed + stage.index if run.seed is not None else None
         self.job = Background(lambda: _prepare(run, old_key, source, stage), seed=seed, strategy=run.strategy)
 
@@ -139,13 +142,14 @@ def _prepare(run: Any, old_key: str, source: Any, stage: Stage) -> Prepared:
         return Prepared(None, None, time.perf_counter() - t0)
     try:
         run.prepare(model, stage)
-        try:
-            p = plan(source, model, stage.transfer_options(allow_new_layers=True,
-                                                           allow_auto_names=run.allow_auto_names))
-        except GrowstageError:
-            pass  # the boundary plans again with the trained values and raises it there
-        else:
-            pending.materialize_many(init_needed(p))
+        if source is not None:
+            try:
+                p = plan(source, model, stage.transfer_options(allow_new_layers=True,
+                                                               allow_auto_names=run.allow_auto_names))
+            except GrowstageError:
+                pass  # the boundary plans again with the trained values and raises it there
+            else:
+                pending.materialize_many(init_needed(p))
         if model.optimizer is not None and builds_from_shapes(model.optimizer):
             pending.placeholders()  # the optimizer's slots are made beside real variables
             ensure_built(model)
