@@ -211,3 +211,44 @@ def test_a_config_cannot_set_allow_large_and_code_stays_unrestricted(tmp_path, m
     assert np.all(keras.ops.convert_to_numpy(FromCheckpoint.from_config(init.get_config())((3, 2))) == 5.0)
     with pytest.raises(GrowstageError, match="'path' must be a string"):
         FromCheckpoint.from_config({**init.get_config(), "path": ["/etc/passwd"]})
+
+
+# 4. run identity
+
+def _fit_run(d, epochs, *, seed=0, stages=(3, 5), data_seed=0, **kw):
+    import keras
+
+    def build(stage):
+        x = keras.Input((4,), name="x")
+        h = keras.layers.Dense(stage.spec, activation="tanh", name="h0")(x)
+        return keras.Model(x, keras.layers.Dense(1, name="out")(h))
+
+    x = np.random.default_rng(data_seed).normal(size=(16, 4)).astype("f4")
+    return growstage.fit(growstage.Schedule(build, stages=list(stages)), x, x[:, :1], epochs=epochs, seed=seed,
+                         log=None, checkpoint_dir=str(d), keep=10, batch_size=8,
+                         compile=lambda m, s: m.compile(optimizer="sgd", loss="mse"), **kw)
+
+
+def _files(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+@pytest.mark.parametrize("other,what", [({"seed": 1}, "seed 1 here, 0"), ({"data_seed": 1}, "the data"),
+                                        ({"stages": (4, 5)}, "stage 0 spec 4 here, 3"),
+                                        ({"run_id": "b"}, "run_id 'b' here, None")])
+def test_resuming_another_runs_folder_is_refused_and_touches_nothing(tmp_path, other, what):
+    _fit_run(tmp_path, 2)
+    before = _files(tmp_path)
+    with pytest.raises(GrowstageError, match=f"{tmp_path} holds another run's checkpoints.*{what}"):
+        _fit_run(tmp_path, 4, resume=True, **other)
+    assert _files(tmp_path) == before
+    hist = _fit_run(tmp_path, 3, resume=True)  # the owner still resumes
+    assert hist.resumed_from.endswith("epoch-0001.h5") and [e["epoch"] for e in hist.epochs] == [0, 1, 2]
+
+
+def test_an_explicit_run_id_decides_alone(tmp_path):
+    _fit_run(tmp_path, 1, run_id="exp-7")
+    hist = _fit_run(tmp_path, 2, resume=True, run_id="exp-7", data_seed=3)  # e.g. a dataset re-read: same run
+    assert hist.resumed_from.endswith("epoch-0000.h5")
+    with pytest.raises(GrowstageError, match="run_id None here, 'exp-7'"):
+        _fit_run(tmp_path, 3, resume=True)
