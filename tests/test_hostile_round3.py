@@ -126,3 +126,129 @@ def test_a_path_is_never_imported(tmp_path, monkeypatch, capsys):
         assert cli_main(argv) == 2, argv
     assert not marker.exists()
     assert not os.path.exists("o.safetensors") and not os.path.exists("o.h5")
+
+
+# 3. FromCheckpoint deserialised from a model file
+
+def _init_model_file(folder, ckpt_path, name="m.keras"):
+    import keras
+
+    from growstage.initializers import FromCheckpoint
+
+    x = keras.Input((3,))
+    m = keras.Model(x, keras.layers.Dense(2, name="new", kernel_initializer=FromCheckpoint(ckpt_path, "out/kernel"))(x))
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    m.save(path)
+    return path
+
+
+def _rewrite_config(model_file, edit):
+    """The .keras archive with its FromCheckpoint config changed by ``edit(config)`` (as an attacker would)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(model_file) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    cfg = json.loads(members["config.json"])
+    for layer in cfg["config"]["layers"]:
+        if layer["config"].get("kernel_initializer", {}).get("class_name") == "FromCheckpoint":
+            edit(layer["config"]["kernel_initializer"]["config"])
+    members["config.json"] = json.dumps(cfg).encode()
+    with zipfile.ZipFile(model_file, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+
+
+def _hostile_configs(tmp_path):
+    """(label, edit) pairs: each points the config at a file outside the model's folder."""
+    outside = _src(tmp_path, "outside.h5", 7.0)
+    os.symlink(outside, tmp_path / "models" / "link.h5")
+    os.symlink(str(tmp_path), tmp_path / "models" / "up")
+    return [("absolute", lambda c: c.update(path=outside)),
+            ("dotdot", lambda c: c.update(path=str(tmp_path / "models" / ".." / "outside.h5"))),
+            ("symlink", lambda c: c.update(path=str(tmp_path / "models" / "link.h5"))),
+            ("dir-symlink", lambda c: c.update(path=str(tmp_path / "models" / "up" / "outside.h5"))),
+            ("etc-passwd", lambda c: c.update(path="/etc/passwd"))]
+
+
+def test_from_checkpoint_in_a_model_file_opens_only_its_own_folder(tmp_path):
+    import keras
+
+    models = tmp_path / "models"
+    inside = _src(models if models.mkdir() is None else models, "inside.h5", 3.0)
+    model_file = _init_model_file(str(models), inside)
+    loaded = keras.saving.load_model(model_file)  # the checkpoint next to the model: allowed
+    assert np.all(loaded.get_layer("new").kernel.numpy() == 3.0)
+    for label, edit in _hostile_configs(tmp_path):
+        _rewrite_config(model_file, edit)
+        with pytest.raises(GrowstageError, match="refused to open") as e:
+            keras.saving.load_model(model_file)
+        assert model_file in str(e.value), label
+        with growstage.trusted_paths(str(tmp_path)) if label != "etc-passwd" else growstage.trusted_paths("/nowhere"):
+            if label == "etc-passwd":
+                with pytest.raises(GrowstageError):
+                    keras.saving.load_model(model_file)
+            else:
+                # allowed: the initializer reads it (then the saved weights load over it, as always)
+                assert np.all(keras.saving.load_model(model_file).get_layer("new").kernel.numpy() == 3.0), label
+
+
+def test_a_config_cannot_set_allow_large_and_code_stays_unrestricted(tmp_path, monkeypatch):
+    import keras
+
+    from growstage.initializers import FromCheckpoint
+
+    (tmp_path / "models").mkdir()
+    outside = _src(tmp_path, "outside.h5", 5.0)
+    init = FromCheckpoint(outside, "out/kernel", allow_large=True)  # in code: any path, its flags kept
+    assert np.all(keras.ops.convert_to_numpy(init((3, 2))) == 5.0) and init.allow_large
+    assert "allow_large" not in init.get_config()
+    assert FromCheckpoint.from_config({**init.get_config(), "allow_large": True}).allow_large is False
+    with pytest.raises(GrowstageError, match="no model file known"):
+        FromCheckpoint.from_config(init.get_config())((3, 2))  # a bare config: only trusted paths
+    monkeypatch.setenv("GROWSTAGE_TRUSTED_PATHS", str(tmp_path))
+    assert np.all(keras.ops.convert_to_numpy(FromCheckpoint.from_config(init.get_config())((3, 2))) == 5.0)
+    with pytest.raises(GrowstageError, match="'path' must be a string"):
+        FromCheckpoint.from_config({**init.get_config(), "path": ["/etc/passwd"]})
+
+
+# 4. run identity
+
+def _fit_run(d, epochs, *, seed=0, stages=(3, 5), data_seed=0, **kw):
+    import keras
+
+    def build(stage):
+        x = keras.Input((4,), name="x")
+        h = keras.layers.Dense(stage.spec, activation="tanh", name="h0")(x)
+        return keras.Model(x, keras.layers.Dense(1, name="out")(h))
+
+    x = np.random.default_rng(data_seed).normal(size=(16, 4)).astype("f4")
+    return growstage.fit(growstage.Schedule(build, stages=list(stages)), x, x[:, :1], epochs=epochs, seed=seed,
+                         log=None, checkpoint_dir=str(d), keep=10, batch_size=8,
+                         compile=lambda m, s: m.compile(optimizer="sgd", loss="mse"), **kw)
+
+
+def _files(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+@pytest.mark.parametrize("other,what", [({"seed": 1}, "seed 1 here, 0"), ({"data_seed": 1}, "the data"),
+                                        ({"stages": (4, 5)}, "stage 0 spec 4 here, 3"),
+                                        ({"run_id": "b"}, "run_id 'b' here, None")])
+def test_resuming_another_runs_folder_is_refused_and_touches_nothing(tmp_path, other, what):
+    _fit_run(tmp_path, 2)
+    before = _files(tmp_path)
+    with pytest.raises(GrowstageError, match=f"{tmp_path} holds another run's checkpoints.*{what}"):
+        _fit_run(tmp_path, 4, resume=True, **other)
+    assert _files(tmp_path) == before
+    hist = _fit_run(tmp_path, 3, resume=True)  # the owner still resumes
+    assert hist.resumed_from.endswith("epoch-0001.h5") and [e["epoch"] for e in hist.epochs] == [0, 1, 2]
+
+
+def test_an_explicit_run_id_decides_alone(tmp_path):
+    _fit_run(tmp_path, 1, run_id="exp-7")
+    hist = _fit_run(tmp_path, 2, resume=True, run_id="exp-7", data_seed=3)  # e.g. a dataset re-read: same run
+    assert hist.resumed_from.endswith("epoch-0000.h5")
+    with pytest.raises(GrowstageError, match="run_id None here, 'exp-7'"):
+        _fit_run(tmp_path, 3, resume=True)

@@ -9,6 +9,11 @@ uses it stays small and reads the file again when rebuilt.  Keras runs initializ
 layer is built, loading a saved model included: the checkpoint must be readable then too (a missing
 file is an error naming it, never a silent fallback).
 
+Built from a config (``from_config``: ``keras.saving.load_model``, ``model_from_json``), the path
+came from a file someone else may have written: it may open only files inside the model file's own
+folder or paths the user allowed with :func:`growstage.trusted_paths` / ``GROWSTAGE_TRUSTED_PATHS``
+(see :mod:`growstage.interop.trust`), and ``allow_large`` is never taken from the config.
+
 Example::
 
     >>> import keras, numpy as np, tempfile, os
@@ -17,7 +22,7 @@ Example::
     >>> init = FromCheckpoint(path, "enc/kernel", mode="subset", fallback="zeros")
     >>> d = keras.layers.Dense(4, kernel_initializer=init); d.build((None, 3))
     >>> d.kernel.numpy()[0].tolist(), sorted(init.get_config())
-    ([1.0, 1.0, 0.0, 0.0], ['allow_large', 'fallback', 'mode', 'name', 'path', 'reader', 'split'])
+    ([1.0, 1.0, 0.0, 0.0], ['fallback', 'mode', 'name', 'path', 'reader', 'split'])
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ class FromCheckpoint(keras.initializers.Initializer):
 
     ``split``: per axis, the block sizes of the target shape for ``subset`` (e.g. ``[[n_in], [n, n, n, n]]``
     for LSTM gates; default one block per axis).  ``fallback``: a Keras initializer (name or config).
-    ``allow_large``: as for :func:`~growstage.open_checkpoint` (kept in the config).
+    ``allow_large``: as for :func:`~growstage.open_checkpoint` (in code only: never saved in or read from
+    a config).
     """
 
     def __init__(self, path: str | os.PathLike, name: str, mode: str = "exact", *, reader: str | None = None,
@@ -54,16 +60,50 @@ class FromCheckpoint(keras.initializers.Initializer):
         self.split = [list(map(int, a)) for a in split] if split is not None else None
         self.fallback, self.allow_large = fallback, bool(allow_large)
         keras.initializers.get(fallback)  # a bad fallback fails here, not when a layer is built
+        self._confined, self._model_file = False, None  # built in code: opens what its author named
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FromCheckpoint":
+        """From a (possibly untrusted) config: confined to the model file's folder and trusted paths."""
+        from growstage.interop.trust import loading_model_file
+
+        config = dict(config)
+        config.pop("allow_large", None)  # a safety flag: never from a config (trusted_paths grants it)
+        for key in ("path", "name"):
+            if not isinstance(config.get(key), str):
+                raise GrowstageError(f"FromCheckpoint config: {key!r} must be a string, not "
+                                     f"{type(config.get(key)).__name__}")
+        init = cls(**config)
+        init._confined, init._model_file = True, loading_model_file()
+        return init
+
+    def _open_path(self) -> tuple[str, bool]:
+        """``(path to open, allow_large)``; a confined initializer's path is checked first."""
+        if not self._confined:
+            return self.path, self.allow_large
+        from growstage.interop.trust import confinement_problem, trusted_large
+
+        real = os.path.realpath(self.path)  # opened as resolved: a symlink swapped later cannot redirect it
+        model = self._model_file
+        root = None if model is None else os.path.realpath(model if os.path.isdir(model) else os.path.dirname(model))
+        problem = confinement_problem(real, root)
+        if problem:
+            where = f"model file {model}" if model else "a model config (no model file known: only trusted paths)"
+            raise GrowstageError(f"FromCheckpoint from {where}: refused to open {self.path!r}: {problem} "
+                                 f"{root or 'every trusted path'}. If you trust it, load the model inside "
+                                 f"growstage.trusted_paths({self.path!r}) or list it in GROWSTAGE_TRUSTED_PATHS")
+        return real, trusted_large()
 
     def _read(self) -> np.ndarray:
         from growstage.engine.sources import open_checkpoint
 
+        path, allow_large = self._open_path()
         if self.reader == "returnn":
             from growstage.interop.returnn.checkpoints import open_returnn
 
-            r = open_returnn(self.path, allow_large=self.allow_large)
+            r = open_returnn(path, allow_large=allow_large)
         else:
-            r = open_checkpoint(self.path, allow_large=self.allow_large)
+            r = open_checkpoint(path, allow_large=allow_large)
         with r:
             return r.read(self.name)
 
@@ -83,6 +123,5 @@ class FromCheckpoint(keras.initializers.Initializer):
 
     def get_config(self) -> dict:
         return {"path": self.path, "name": self.name, "mode": self.mode, "reader": self.reader,
-                "allow_large": self.allow_large,
                 "split": self.split, "fallback": keras.initializers.serialize(keras.initializers.get(self.fallback))
                 if not isinstance(self.fallback, str) else self.fallback}

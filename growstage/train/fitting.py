@@ -38,10 +38,11 @@ from growstage.framework.optimizer import carry_over, optimizer_state, transfer_
 from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
 from growstage.framework.traces import frozen_heap, registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
-from growstage.core.errors import UnknownNameError
+from growstage.core.errors import GrowstageError, UnknownNameError
 from growstage.engine.planning import plan
 from growstage.interop.preloading import preload
 from growstage.train.ahead import Ahead, arch_key, next_rebuild
+from growstage.train.identity import data_digest, differences, run_identity
 from growstage.train.schedule import Schedule, Stage
 from growstage.framework.capture import snapshot
 from growstage.engine.report import Report
@@ -134,6 +135,23 @@ class _Run:
                                     "optimizer state")
         return report
 
+    data: str | None = None  # digest of x and y (train/identity.py)
+    run_id: str | None = None
+
+    def identity(self, stage_index: int) -> dict:
+        return run_identity(self.schedule, self.seed, self.data, self.run_id, stage_index)
+
+    def check_owner(self, checkpoint_dir: str, path: str, theirs: dict | None, stage_index: int) -> None:
+        """Refuse to resume a run this one is not (before any file is written)."""
+        if theirs is None:
+            self.say(f"{path} does not say which run wrote it (an older growstage): resumed without checking")
+            return
+        diff = differences(self.identity(stage_index), theirs)
+        if diff:
+            raise GrowstageError(f"resume=True: {checkpoint_dir} holds another run's checkpoints ({'; '.join(diff)}); "
+                                 "nothing was changed. Give this run its own checkpoint_dir, or resume with the "
+                                 "seed, schedule and data (or run_id=) of the run that wrote it")
+
     def resume(self, checkpoint_dir: str, hist: "GrowingHistory") -> tuple[Any, Stage | None, int]:
         """The model of the latest verified checkpoint, its stage and the first epoch still to run."""
         found = latest_checkpoint(checkpoint_dir)
@@ -146,6 +164,7 @@ class _Run:
         with snap:
             done = int(snap.meta["epoch"])
             current = self.schedule.stage_for_epoch(done)
+            self.check_owner(checkpoint_dir, path, snap.meta.get("run"), current.index)
             model, pending = self.build_deferred(current)
             self.prepare(model, current)
             params, opt_state = split_checkpoint(snap)
@@ -172,7 +191,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
         strategy: Any = None, reset_optimizer: bool = False, log: Callable[[str], None] | None = print,
         on_epoch_end: Callable[[int, Any, dict], None] | None = None, allow_auto_names: bool = False,
         preload_from_files: dict[str, dict] | None = None, release_traces: bool = True,
-        prepare_ahead: bool = False, **fit_kwargs: Any) -> GrowingHistory:
+        prepare_ahead: bool = False, run_id: str | None = None, **fit_kwargs: Any) -> GrowingHistory:
     """Train ``schedule`` for ``epochs`` epochs on ``x``/``y`` (anything ``model.fit`` takes).
 
     ``compile(model, stage)`` compiles a freshly built model (with a new
@@ -190,7 +209,10 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     the history so far go to ``checkpoint_dir/epoch-NNNN.h5`` (atomic); ``keep``: how many
     of the newest files stay (default 3).  ``resume=True``: continue from the latest file
     in ``checkpoint_dir`` that verifies (a fresh start when there is none); the returned
-    history then holds every epoch, those before the resume included.
+    history then holds every epoch, those before the resume included.  Each checkpoint records the
+    run that wrote it (stage specs, ``seed``, a digest of the data's shapes and first batch, or
+    ``run_id``: give one when ``x`` is a dataset or generator); resuming from a folder another run
+    wrote is a :class:`GrowstageError` naming the folder and what differs, and touches no file.
     Epochs count from 0 everywhere: ``epoch-0000.h5`` is the first epoch's file, the log
     says ``epoch 0``, ``on_epoch_end`` gets 0 and ``hist.epochs[0]["epoch"] == 0``.
     ``prepare_ahead=True``: build, compile and initialise the next stage's model in a background
@@ -203,6 +225,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     fit_kwargs.setdefault("verbose", 0)
     run = _Run(schedule, compile, seed, strategy, log, reset_optimizer, allow_auto_names)
     run.release_traces, run.mark = release_traces, registry_mark()
+    run.data, run.run_id = data_digest(x, y, fit_kwargs.get("batch_size")), run_id
     loop = _Loop(x, y, fit_kwargs, epochs, checkpoint_dir, keep, on_epoch_end, prepare_ahead, preload_from_files)
     hist = GrowingHistory()
     model, current, start = run.resume(checkpoint_dir, hist) if resume and checkpoint_dir else (None, None, 0)
@@ -256,7 +279,8 @@ def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, model: Any, current: St
     if loop.checkpoint_dir:
         write_checkpoint(loop.checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=loop.keep,
                          allow_auto_names=run.allow_auto_names,
-                         meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer)})
+                         meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer),
+                               "run": run.identity(stage.index)})
     if loop.on_epoch_end is not None:
         loop.on_epoch_end(epoch, model, logs)
     return model, current
