@@ -193,7 +193,7 @@ def _plan_or_apply(args: argparse.Namespace) -> int:
     if args.cmd == "apply":
         from growstage.cli_support import check_keras_path
 
-        check_keras_path(args.output)  # before anything is built
+        check_keras_path(args.output, [args.src])  # before anything is built
     model = _load_builder(args.into)  # first: Keras is imported quietly there
     from growstage.engine.planning import plan
 

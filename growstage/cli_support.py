@@ -140,15 +140,16 @@ def quiet_keras() -> Any:
     return keras
 
 
-def check_keras_path(out: str) -> None:
-    """The model file ``apply`` writes: a ``.keras`` name in a folder that exists."""
+def check_keras_path(out: str, inputs: list[str] = ()) -> None:
+    """The model file ``apply`` writes: a ``.keras`` name that a writer may replace (not one of ``inputs``)."""
     from growstage.core.errors import GrowstageError
+    from growstage.io.outputs import check_output
+
+    check_output(out, list(inputs))
 
     if not str(out).endswith(".keras"):
         raise GrowstageError(f"-o {out}: the model is written as a Keras file, whose name ends in .keras "
                              f"(-o {os.path.splitext(str(out))[0]}.keras)")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise GrowstageError(f"-o {out}: no such folder {os.path.dirname(os.path.abspath(out))!r}")
 
 
 def save_model_atomically(model: Any, out: str) -> str:
