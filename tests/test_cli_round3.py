@@ -66,6 +66,11 @@ def _builders(tmp_path):
             return build(4)
         def big():
             return build(6)
+        def narrow():
+            x = keras.Input((3,))
+            h = keras.layers.Dense(4, name="hid")(x)
+            h = keras.layers.Dense(3, name="new")(h)
+            return keras.Model(x, keras.layers.Dense(2, name="out")(h))
         def deep():
             x = keras.Input((3,))
             h = keras.layers.Dense(4, name="hid")(x)
@@ -156,3 +161,14 @@ def test_apply_carries_out_the_plan_and_writes_the_model(tmp_path, capsys, monke
     assert main(["apply", str(path), "--into", "builders.py:big", "-o", "x.h5", "--mode", "subset"]) == 2
     assert "ends in .keras" in capsys.readouterr().err
     assert set(os.listdir(tmp_path)) - {"__pycache__"} == {"big.keras", "builders.py", "small.h5"}
+
+
+def test_strict_preserve_on_the_command_line(tmp_path, capsys, monkeypatch):
+    _, path = _builders(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["plan", str(path), "--into", "builders.py:narrow", "--mode", "subset", "--fill", "preserve",
+            "--allow-new-layers", "--ignore-missing"]
+    assert main(argv) == 0
+    assert "new: new layer: NOT function-preserving" in capsys.readouterr().out
+    assert main(argv + ["--strict-preserve"]) == 2
+    assert "new: fill 'preserve' cannot preserve the function (--strict-preserve)" in capsys.readouterr().err
