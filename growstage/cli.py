@@ -3,12 +3,13 @@
     growstage demo [--out DIR]                      the layer-wise growing demo
     growstage inspect PATH [--stats] [--json]       names, shapes, dtypes, sizes (any readable format)
     growstage plan SRC --into MODULE:FUNCTION       dry-run table of a transfer into the model FUNCTION() builds
+    growstage apply SRC --into MODULE:FUNCTION -o OUT.keras   the same transfer carried out, the model written
     growstage average CKPT... -o OUT.h5             float tensors averaged, integer ones from the last
     growstage diff A B [--json]                     what differs; exit 1 when anything does
     growstage convert SRC OUT.h5 [rules]            any readable format to growstage HDF5
     growstage export SRC OUT.safetensors --to torch a PyTorch state_dict of SRC (a file growstage reads)
 
-Rules (plan, convert): --strip-prefix P, --add-prefix P, --rename OLD=NEW (a scope
+Rules (plan, apply, convert): --strip-prefix P, --add-prefix P, --rename OLD=NEW (a scope
 when OLD ends in '/'), --regex PATTERN=REPLACEMENT, --ignore NAME, --ignore-prefix P.
 Exit codes: 0 done, 1 diff found differences, 2 bad input (the message says what
 and how to fix it), 130 interrupted.
@@ -23,11 +24,13 @@ import os
 import sys
 from typing import Any
 
+from growstage.cli_support import Parser, cli_hint, quiet_keras, subparser
 from growstage.core.errors import GrowstageError, PlanError
 
 
 def _load_builder(spec: str) -> Any:
     """``package.module:function`` or ``path/file.py:function``, called with no arguments."""
+    quiet_keras()  # the builder imports Keras: without the backend's start-up log lines
     mod_name, sep, func_name = spec.rpartition(":")
     if not sep or not mod_name or not func_name:
         raise GrowstageError(f"--into {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
@@ -142,29 +145,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "inspect":
         _print_inspect(fileops.inspect(args.path, stats=args.stats, allow_large=args.allow_large), args.json)
         return 0
-    if args.cmd == "plan":
-        from growstage.engine.planning import plan
-
-        model = _load_builder(args.into)
-        opts: dict[str, Any] = {"mode": args.mode, "fill": _fill_arg(args.fill)}
-        if args.only:
-            opts["only"] = args.only
-        for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names",
-                     "allow_large"):
-            if getattr(args, flag):
-                opts[flag] = True
-        p = plan(args.src, model, rules=_rules(args), **opts)
-        if args.json:
-            print(p.to_json())
-        elif sys.stdout.isatty():
-            from rich.console import Console
-
-            from growstage.engine.report import render_table
-
-            render_table(p.rows, notes=p.notes, console=Console())
-        else:
-            print(p.table())
-        return 0
+    if args.cmd in ("plan", "apply"):
+        return _plan_or_apply(args)
     if args.cmd == "average":
         out = fileops.average(args.ckpts, args.output, allow_large=args.allow_large)
         print(f"wrote {out} (average of {len(args.ckpts)})")
@@ -192,6 +174,51 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "export":
         return _export(args)
     raise AssertionError(args.cmd)
+
+
+def _transfer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of plan/transfer from the flags plan and apply share."""
+    opts: dict[str, Any] = {"mode": args.mode, "fill": _fill_arg(args.fill), "rules": _rules(args)}
+    if args.only:
+        opts["only"] = args.only
+    for flag in ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names",
+                 "allow_large", "strict_preserve"):
+        if getattr(args, flag):
+            opts[flag] = True
+    return opts
+
+
+def _plan_or_apply(args: argparse.Namespace) -> int:
+    """``plan``: the dry-run table; ``apply``: the same plan carried out and the model written."""
+    if args.cmd == "apply":
+        from growstage.cli_support import check_keras_path
+
+        check_keras_path(args.output, [args.src])  # before anything is built
+    model = _load_builder(args.into)  # first: Keras is imported quietly there
+    from growstage.engine.planning import plan
+
+    p = plan(args.src, model, **_transfer_options(args))
+    rows, notes = p.rows, p.notes
+    if args.cmd == "apply":
+        from growstage.cli_support import save_model_atomically
+        from growstage.engine.writing import apply
+
+        report = apply(p)
+        rows, notes = report.rows, report.notes
+        out = save_model_atomically(model, args.output)
+    if args.json:
+        print(p.to_json() if args.cmd == "plan" else report.to_json())
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        from growstage.engine.report import render_table
+
+        render_table(rows, notes=notes, console=Console())
+    else:
+        print(p.table() if args.cmd == "plan" else report.table())
+    if args.cmd == "apply":  # with --json, stdout is JSON only
+        print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -245,9 +272,14 @@ _RELAX = {"ignore-missing": "target params without a source keep their init (rep
                          "risk, refused by default)"}
 
 
-def _add_plan_parser(sub: Any) -> None:
-    p = sub.add_parser("plan", help="dry-run table of a transfer", description="dry-run table of a transfer: "
-                       "what each target param would get, nothing is written")
+def _add_plan_parser(sub: Any, cmd: str = "plan") -> None:
+    if cmd == "plan":
+        p = sub.add_parser("plan", help="dry-run table of a transfer", description="dry-run table of a transfer: "
+                           "what each target param would get, nothing is written")
+    else:
+        p = sub.add_parser("apply", help="carry out a transfer and write the model",
+                           description="build the target, carry out the transfer plan would show (same options, "
+                           "same report) and write the model as a .keras file (atomically)")
     p.add_argument("src", metavar="SRC", help=_SRC_HELP)
     p.add_argument("--into", required=True, metavar="MODULE:FUNCTION",
                    help="the target model: FUNCTION() from MODULE (importable from the current directory) "
@@ -262,10 +294,17 @@ def _add_plan_parser(sub: Any) -> None:
                         "preserve, net2net, double, clone, lemon")
     p.add_argument("--only", action="append", metavar="LAYER",
                    help="load only this target layer (repeatable); the others keep their values")
+    if cmd == "apply":
+        p.add_argument("-o", "--output", required=True, metavar="OUT.keras",
+                       help="the Keras model file to write (.keras; written atomically)")
+    p.add_argument("--strict-preserve", dest="strict_preserve", action="store_true",
+                   help="a preserving fill (preserve, net2net, ...) that cannot keep the function of a param or "
+                        "layer is an error naming it (default: a note in the report)")
     g = p.add_argument_group("relaxations (strict by default)")
     for flag, text in _RELAX.items():
         g.add_argument(f"--{flag}", dest=flag.replace("-", "_"), action="store_true", help=text)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    p.add_argument("--json", action="store_true", help=f"print the {'plan' if cmd == 'plan' else 'report'} as "
+                   "JSON instead of a table (only JSON on stdout)")
     _add_rule_flags(p)
 
 
@@ -290,7 +329,7 @@ def _add_export_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="growstage", description="carry trained parameters across architecture changes",
+    ap = Parser(prog="growstage", description="carry trained parameters across architecture changes",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
                             help="what to do (growstage COMMAND --help documents its options)")
@@ -302,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_plan_parser(sub)
+    _add_plan_parser(sub, "apply")
     p = sub.add_parser("average", help="average checkpoints of one architecture",
                        description="average float tensors of checkpoints of one architecture; integer tensors "
                                    "come from the last")
@@ -325,19 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = build_parser()
-    args, rest = ap.parse_known_args(argv)
     try:
-        if args.cmd == "demo":
+        if argv[:1] == ["demo"]:  # the demo parses its own flags
+            quiet_keras()
             from growstage.demo import main as demo_main
 
-            return demo_main(rest)
-        if rest:
-            ap.error(f"unrecognized arguments: {' '.join(rest)}")
+            return demo_main(argv[1:])
+        args = ap.parse_args(argv)
         return _run(args)
     except GrowstageError as e:
         # a file's problem is one line (HDF5's own messages span several); a plan's problems stay a list
         text = str(e) if isinstance(e, PlanError) else " ".join(str(e).split())
+        text = cli_hint(text, subparser(ap, argv[0]) if argv else None)  # hints as the flags to type
         print(f"growstage: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -314,3 +314,20 @@ def test_save_safetensors_guards_its_output_and_options(tmp_path, capsys):
     assert main(["export", str(src), str(tmp_path / "y.safetensors"), "--to", "torch", "--json",
                  "--allow-large"]) == 0
     json.loads(capsys.readouterr().out)  # stdout is JSON only
+
+
+def test_automatic_layer_names_export_as_they_are_with_a_note():
+    """issue 27, item 8: the export's names are only the state_dict's keys."""
+    from growstage.export import export_state_dict
+
+    x = keras.Input((6, 3))
+    gru = L.GRU(5, return_sequences=True)  # an automatic name: gru, gru_1, ... (build order)
+    k = _randomize(keras.Model(x, gru(x)))
+    state, report = export_state_dict(k)
+    assert sorted(state) == sorted(f"{gru.name}.{n}" for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                                               "bias_hh_l0"))
+    assert any(f"automatic layer names {gru.name}" in n and "order Keras built" in n for n in report.notes)
+    t = nn.GRU(3, 5, batch_first=True)
+    _check(k, t, _x(2, 6, 3), tout=_first)  # the same values as a named layer's
+    _, named = export_state_dict(k, naming={gru.name: "rnn"})
+    assert not any("automatic" in n for n in named.notes)

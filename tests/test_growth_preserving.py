@@ -105,6 +105,30 @@ def test_transformer_model_width_doubles_exactly_and_others_say_they_cannot():
     for fill in ("preserve", "net2net"):
         p = growstage.plan(small, transformer(16, 4, 32, seed=8), mode="subset", fill=fill)
         assert any("ln1_1: LayerNormalization over a widened axis" in n for n in p.notes)
+    # issue 27, item 10: strict_preserve makes it an error naming the layer and why
+    with pytest.raises(growstage.PlanError, match=r"ln1_1: fill 'preserve' cannot preserve the function "
+                                                  r"\(strict_preserve=True\): LayerNormalization over a widened axis"):
+        growstage.plan(small, transformer(16, 4, 32, seed=8), mode="subset", fill="preserve", strict_preserve=True)
+    growstage.plan(small, transformer(16, 4, 32, seed=8), mode="subset", fill="double", strict_preserve=True)
+
+
+def test_strict_preserve_refuses_a_new_layer_that_cannot_start_as_the_identity():
+    def build(deep):
+        inp = keras.Input((4,))
+        h = keras.layers.Dense(4, name="a")(inp)
+        if deep:
+            h = keras.layers.Dense(3, name="narrow")(h)  # not square: cannot start as the identity
+        return keras.Model(inp, keras.layers.Dense(2, name="out")(h))
+
+    small, big = build(False), build(True)
+    p = growstage.plan(small, big, mode="subset", fill="preserve", allow_new_layers=True, ignore_missing=True)
+    assert any(n.startswith("narrow: new layer: NOT function-preserving") and "strict_preserve=True" in n
+               for n in p.notes)
+    with pytest.raises(growstage.PlanError, match="narrow: fill 'preserve' cannot preserve the function"):
+        growstage.plan(small, big, mode="subset", fill="preserve", allow_new_layers=True, ignore_missing=True,
+                       strict_preserve=True)
+    growstage.plan(small, big, mode="subset", fill="init", allow_new_layers=True, ignore_missing=True,
+                   strict_preserve=True)  # not a preserving fill: nothing promised, nothing refused
 
 
 def test_query_head_size_growth_keeps_attention_scores():

@@ -180,3 +180,24 @@ def test_layerwise_stages_build_and_fit_with_the_frontend():
     hist = growstage.fit(sched, x, y, epochs=2, seed=0, log=None,
                          compile=lambda m, s: m.compile(optimizer="adam", loss="sparse_categorical_crossentropy"))
     assert [e["stage"] for e in hist.epochs] == [0, 1] and hist.rebuilds == 1
+
+
+def test_layer_base_options_on_every_class_and_n_out_checked_against_the_output():
+    """issue 27, item 9: RETURNN accepts LayerBase's options (n_out, out_type, loss, trainable, ...) on every
+    class; on a class that does not take n_out, it must say what the layer builds."""
+    sub = {"lin": {"class": "linear", "n_out": 6, "from": "data"},
+           "output": {"class": "copy", "from": "lin", "n_out": 6}}
+    net = {"enc": {"class": "subnetwork", "subnetwork": sub, "n_out": 6, "from": "data", "trainable": True},
+           "ln": {"class": "layer_norm", "from": "enc", "n_out": 6, "out_type": {"dim": 6}},
+           "drop": {"class": "dropout", "dropout": 0.1, "from": "ln", "n_out": 6},
+           "output": {"class": "softmax", "n_out": 4, "from": "drop", "loss": "ce", "loss_scale": 0.5,
+                      "loss_opts": {"label_smoothing": 0.1}, "target": "classes"}}
+    m = gr.build_model(net, {"data": {"dim": 3}, "classes": {"dim": 4, "sparse": True}})
+    assert tuple(m.get_layer("enc").output.shape) == (None, None, 6)
+    for where, bad, match in (("enc", {"n_out": 5}, "layer 'enc': n_out is 5, but the layer's output has 6 features"),
+                              ("ln", {"out_type": {"dim": 7}}, "out_type's dim is 7, but the layer's output has 6"),
+                              ("drop", {"n_out": "6"}, "n_out must be an int")):
+        broken = copy.deepcopy(net)
+        broken[where].update(bad)
+        with pytest.raises(gr.NetDictError, match=match):
+            gr.build_model(broken, {"data": {"dim": 3}, "classes": {"dim": 4, "sparse": True}})

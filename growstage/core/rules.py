@@ -128,17 +128,18 @@ class Rules:
                     problems.append(f"source names {targets[dest]!r} and {name!r} both map to {dest!r}")
                 targets[dest] = name
                 log[dest] = how
+        scopes = sorted({n[: i + 1] for n in names for i, c in enumerate(n) if c == "/"})
         for label, n in hits.items():
             if n == 0:
                 kind, _, key = label.partition(" ")
-                problems.append(f"rule {label} matched no name in the checkpoint"
-                                f"{_exact_hint(key.strip(chr(39)), names) if kind == 'exact' else ''}")
+                key = key.strip(chr(39))
+                hint = _exact_hint(key, names) if kind == "exact" else did_you_mean(key, scopes) if kind == "scopes" else ""
+                problems.append(f"rule {label} matched no name in the checkpoint{hint}")
         for item, n in ignore.items():
             if n == 0:
                 problems.append(f"ignore_params entry {item!r} matched no name{did_you_mean(item, names)}")
         for item, n in ignore_pre.items():
             if n == 0:
-                scopes = {n[: i + 1] for n in names for i, c in enumerate(n) if c == "/"}
                 problems.append(f"ignore_params_prefixes entry {item!r} matched no name{did_you_mean(item, scopes)}")
         if problems:
             raise PlanError(problems)

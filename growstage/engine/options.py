@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Fill, Mode
 
-_BOOLS = ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names", "allow_large")
+_BOOLS = ("ignore_missing", "ignore_unused", "allow_new_layers", "allow_cast", "allow_auto_names", "allow_large",
+          "strict_preserve")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TransferOptions:
     allow_cast: bool = False
     allow_auto_names: bool = False
     allow_large: bool = False  # HDF5 datasets declaring far more bytes than their file holds
+    strict_preserve: bool = False  # a preserving fill that cannot keep the function: an error, not a note
     custom_missing_load_func: Callable[[str, tuple, Any], Any] | None = None
     fill_seed: int = 0
     fill_noise: float = 0.0

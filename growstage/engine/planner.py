@@ -62,6 +62,7 @@ class Planner:
         self.inv_rename = {new: old for old, news in self.rename.items() for new in news}
         self.only = set(opts.only) if opts.only is not None else None
         self.starts: dict = {}  # new layer -> (action, reason), decided once per layer
+        self.not_preserved: dict[str, str] = {}  # what a preserving fill cannot keep -> why
         self.new_layers: set[str] = set()
 
     def unknown(self, kind: str, name: str, pool: Any, option: str) -> None:
@@ -201,9 +202,9 @@ class Planner:
             self.problems.extend(check_growth(lname, spec.name, fill, old_split, spec.split))
             if getattr(spec, "normalizes", False) and fill in (Fill.PRESERVE, Fill.NET2NET):
                 where = lname if info.kind == "LayerNormalization" else f"{lname}/{spec.name.rsplit('/', 1)[0]}"
-                self.notes.append(f"{where}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
-                                  "old units' outputs change (mean and variance include the new units); "
-                                  "fill='double', 'clone' or 'lemon' keeps them exactly")
+                self.not_preserved[where] = (f"LayerNormalization over a widened axis: with fill {fill_label(fill)!r} "
+                                             "the old units' outputs change (mean and variance include the new "
+                                             "units); fill='double', 'clone' or 'lemon' keeps them exactly")
         self.rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
                                  fill=fill_label(fill) if action == Action.PADDED else None, split_derived=derived,
                                  **base))
@@ -218,9 +219,20 @@ class Planner:
         if lname not in self.starts:
             self.starts[lname] = new_layer_start(self.targets, lname, self.new_layers, new_ids=self.starts["_ids"])
         action, reason = self.starts[lname]
+        if (action == Action.KEPT_INIT and "NOT function-preserving" in reason) or "NOT exact" in reason:
+            self.not_preserved[lname] = reason
         if action == Action.ZEROED and spec.name not in zeroed_params(self.targets[lname]):
             action = Action.KEPT_INIT
         return PlanRow(lname, spec.name, None, action, reason=reason, fill=fill_label(fill), **base)
+
+    def preserve_findings(self) -> None:
+        """What a preserving fill could not keep: problems under ``strict_preserve``, else notes."""
+        for lname, why in self.not_preserved.items():
+            if self.opts.strict_preserve:
+                self.problems.append(f"{lname}: fill {fill_label(self.opts.fill_for(lname))!r} cannot preserve the "
+                                     f"function (strict_preserve=True): {why}")
+            else:
+                self.notes.append(f"{lname}: {why} (strict_preserve=True makes this an error)")
 
     def unused_rows(self) -> None:
         """Source params nobody takes: ignored (listed), unused (ignore_unused) or a problem."""

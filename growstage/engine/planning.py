@@ -138,6 +138,7 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
     for lname, info in targets.items():
         planner.plan_layer(lname, info)
     planner.unused_rows()
+    planner.preserve_findings()
     if planner.problems:
         raise PlanError(planner.problems)
     notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]

@@ -12,14 +12,16 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from growstage.framework.adapters.graph import LayerInfo
 from growstage.core.rules import Rules
 from growstage.io.readers.base import Reader
 from growstage.core.values import Param, Snapshot, as_snapshot, snapshot_from_flat
+
+if TYPE_CHECKING:  # the file-only commands (inspect, diff, ...) must not import Keras
+    from growstage.framework.adapters.graph import LayerInfo
 
 
 def _is_keras_model(obj: Any) -> bool:

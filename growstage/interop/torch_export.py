@@ -144,8 +144,10 @@ def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None,
     for option, value in (("naming", naming), ("types", types)):
         if value is not None and not isinstance(value, Mapping):
             raise GrowstageError(f"{option}= takes a dict {{keras layer: ...}}, not {type(value).__name__}")
-    snap = resolve_source(source, allow_auto_names=allow_auto_names, allow_large=allow_large)
+    # the export's names are only the state_dict's keys: automatic names are taken as they are, with a note
+    snap = resolve_source(source, allow_auto_names=True, allow_large=allow_large)
     kinds, notes = layer_types(snap, types)
+    notes += _auto_name_notes(source, naming or {})
     paths = module_paths(snap.layers, naming)
     bad = {l: k for l, k in kinds.items() if k not in KINDS}
     if bad and unknown == "error":
@@ -176,6 +178,20 @@ def export_state_dict(source: Any, *, naming: Mapping[str, str] | None = None,
                                   "copied" if t.source else "zeroed", src.shape if src is not None else None,
                                   tuple(t.value.shape), t.how))
     return state, ExportReport(rows, notes=notes + list(snap.notes))
+
+
+def _auto_name_notes(source: Any, naming: Mapping[str, str]) -> list[str]:
+    """Layers whose Keras-generated names become state_dict keys (not those renamed by ``naming``)."""
+    if not (hasattr(source, "layers") and hasattr(source, "get_layer")):
+        return []
+    from growstage.framework.adapters.graph import describe, is_auto_name
+
+    auto = [n for n, info in describe(source, allow_auto_names=True).items()
+            if is_auto_name(info.layer) and n not in naming]
+    if not auto:
+        return []
+    return [f"automatic layer names {', '.join(auto)}: their state_dict keys follow the names as they are, which "
+            "depend on the order Keras built the layers in (name the layers, or give naming=, for stable keys)"]
 
 
 def _model_notes(source: Any, kinds: Mapping[str, str | None]) -> list[str]:
@@ -215,7 +231,9 @@ def to_torch(source: Any, *, naming: Mapping[str, str] | None = None, types: Map
     ``naming``: ``{keras layer: torch module path}`` (default: the layer name).  ``types``:
     ``{layer: Keras type}`` where the source does not say (files); otherwise the types are
     inferred from param names and the report says so.  ``unknown="raw"`` passes layers of
-    unknown types through under their own names instead of raising.  ``tensors``: torch tensors
+    unknown types through under their own names instead of raising.  Layers with Keras-generated names
+    (``gru``, ``dense_3``) export under those names, with a note: they depend on build order.
+    ``allow_auto_names`` is accepted and no longer needed.  ``tensors``: torch tensors
     (True), numpy arrays (False), or tensors when torch is importable (None).  ``allow_large``:
     see :func:`growstage.load`.
 

@@ -49,6 +49,25 @@ from growstage.engine.report import Report
 from growstage.engine.writing import apply
 
 
+_OWN = ("schedule", "x", "y", "epochs", "compile", "checkpoint_dir", "keep", "resume", "seed", "strategy",
+        "reset_optimizer", "log", "on_epoch_end", "allow_auto_names", "preload_from_files", "release_traces",
+        "prepare_ahead")
+
+
+def check_fit_kwargs(kwargs: dict[str, Any]) -> None:
+    """Every keyword ``fit`` passes on must be one ``model.fit`` takes (a typo fails now, not at epoch 1)."""
+    import inspect
+
+    from growstage.core.errors import GrowstageError, did_you_mean
+
+    takes = [n for n in inspect.signature(keras.Model.fit).parameters if n not in ("self", "kwargs")]
+    for key in kwargs:
+        if key in ("initial_epoch",) or key not in takes:
+            why = "fit counts epochs itself (epochs=, resume=)" if key == "initial_epoch" else \
+                f"neither growstage.fit nor model.fit takes it{did_you_mean(key, list(_OWN) + takes)}"
+            raise GrowstageError(f"fit: unknown keyword {key!r}: {why}")
+
+
 @dataclass
 class GrowingHistory:
     """Per-epoch logs, the transitions with their reports, and the final model."""
@@ -222,6 +241,7 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     competes with training for the same cores.
     Other keyword arguments go to ``model.fit`` (``batch_size``, ``shuffle``, ``validation_data``...).
     """
+    check_fit_kwargs(fit_kwargs)
     fit_kwargs.setdefault("verbose", 0)
     run = _Run(schedule, compile, seed, strategy, log, reset_optimizer, allow_auto_names)
     run.release_traces, run.mark = release_traces, registry_mark()

@@ -83,6 +83,14 @@ class Stage:
             return repr(self.spec)
 
 
+def _check_stage_keys(raw: Mapping, idx: int) -> None:
+    known = ["spec", *STAGE_KEYS, *TransferOptions.names()]
+    for key in raw:
+        if key not in known and not (isinstance(key, str) and key.startswith("#")):
+            raise GrowstageError(f"stage {idx}: unknown key {key!r}{did_you_mean(str(key), known)} "
+                                 "(a stage dict holds 'spec' and per-stage options)")
+
+
 def repetitions_for(reps: Repetitions, index: int, is_final: bool) -> int:
     """RETURNN's repetitions: an int; a list whose last value repeats; or a dict
     with ``default``, ``final`` and per-index entries."""
@@ -150,6 +158,27 @@ class Schedule:
         self.defaults.update({k: options.pop(k) for k in _GROWTH_KEYS if k in options})
         self.options = options
         self.max_stages = max_stages
+        self._check_now()
+
+    def _check_now(self) -> None:
+        """Every keyword and every listed stage checked at construction: a typo fails here, not at the
+        first boundary minutes into training."""
+        d = self.defaults
+        check_growth_options(d.get("lr_at_growth", "keep"), d.get("warmup_steps", 0),
+                             d.get("optimizer_state", "copy"), "Schedule")
+        unknown = [k for k in self.options if k not in TransferOptions.names()]
+        if unknown:
+            raise GrowstageError(f"Schedule: unknown keyword {unknown[0]!r}"
+                                 f"{did_you_mean(unknown[0], TransferOptions.names() + list(STAGE_KEYS))}")
+        try:
+            TransferOptions.from_kwargs(mode=d["mode"], fill=d["fill"], **self.options)
+        except GrowstageError as e:
+            raise GrowstageError(f"Schedule: {e}") from None
+        if self._items is not None:
+            for idx, raw in enumerate(self._items):
+                if isinstance(raw, Mapping) and "spec" in raw:
+                    _check_stage_keys(raw, idx)
+            self.stage(len(self._items) - 1)  # makes (and so checks) every listed stage
 
     def _raw(self, idx: int) -> Any:
         if self._items is not None:

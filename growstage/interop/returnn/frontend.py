@@ -33,6 +33,9 @@ from growstage.core.errors import did_you_mean
 from growstage.interop.returnn.layer_classes import CLASSES, BuildContext, NetDictError, fail
 
 COMMON = ("class", "from", "trainable", "is_output_layer", "loss", "target", "dropout")
+# RETURNN's LayerBase options that every class accepts and that change no param: the output's size is
+# checked against what the layer builds, the loss options belong to training (no Keras param)
+LAYER_BASE = ("n_out", "out_type", "loss_scale", "loss_opts")
 LOAD_KEYS = ("filename", "ignore_missing", "ignore_params", "ignore_params_prefixes")
 EXTERN_KEYS = ("dim", "shape", "sparse", "dtype", "available_for_inference")
 _REPORTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
@@ -107,6 +110,7 @@ class _Graph:
             xs = [keras.layers.Concatenate(axis=-1, name=f"{name}__from")(xs)]
         opts = {k: v for k, v in spec.items() if k not in ("class", "from")}
         y = cls.build(name, opts, xs if cls.takes_list else xs[0], self.ctx)
+        _check_out_size(self.path + name, spec, cls, y)
         if spec.get("trainable", True) is False:
             self.frozen.append(name)
         self.building.pop()
@@ -122,7 +126,7 @@ class _Graph:
         if cls is None:
             raise fail(self.path + name, f"unknown class {spec['class']!r}{did_you_mean(str(spec['class']), CLASSES)} "
                                          f"(classes: {', '.join(sorted(CLASSES))})")
-        allowed = set(COMMON) | set(cls.options)
+        allowed = set(COMMON) | set(LAYER_BASE) | set(cls.options)
         bad = [k for k in spec if k not in allowed]
         if bad:
             raise fail(self.path + name, f"option {bad[0]!r} is not supported for class {spec['class']!r}"
@@ -157,6 +161,25 @@ class _Graph:
         if opts.get("load_on_init") is not None:
             self.loads.append((self.path + name, sub, opts["load_on_init"]))
         return sub(x)
+
+
+def _check_out_size(where: str, spec: Mapping[str, Any], cls: Any, y: Any) -> None:
+    """RETURNN's ``n_out`` / ``out_type`` on a class that does not take them: they must say what it builds."""
+    said = []
+    if "n_out" in spec and "n_out" not in cls.options:
+        said.append(("n_out", spec["n_out"]))
+    out_type = spec.get("out_type")
+    if out_type is not None:
+        if not isinstance(out_type, Mapping):
+            raise fail(where, f"out_type must be a dict (RETURNN's Data options), not {type(out_type).__name__}")
+        if "dim" in out_type:
+            said.append(("out_type's dim", out_type["dim"]))
+    size = y.shape[-1]
+    for what, value in said:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(where, f"{what} must be an int, not {value!r}")
+        if size is not None and value != size:
+            raise fail(where, f"{what} is {value}, but the layer's output has {size} features")
 
 
 def _load(where: str, sub: Any, load_on_init: Any) -> Any:
