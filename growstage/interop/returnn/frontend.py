@@ -32,7 +32,8 @@ import keras
 from growstage.core.errors import did_you_mean
 from growstage.interop.returnn.layer_classes import CLASSES, BuildContext, NetDictError, fail
 
-COMMON = ("class", "from", "trainable", "is_output_layer", "loss", "target", "dropout")
+# custom_param_importer: not for building; a Schedule takes a layer's mode string as that layer's transfer mode
+COMMON = ("class", "from", "trainable", "is_output_layer", "loss", "target", "dropout", "custom_param_importer")
 LOAD_KEYS = ("filename", "ignore_missing", "ignore_params", "ignore_params_prefixes")
 EXTERN_KEYS = ("dim", "shape", "sparse", "dtype", "available_for_inference")
 _REPORTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
