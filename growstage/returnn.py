@@ -6,6 +6,8 @@
   ``growstage.transfer`` / ``growstage.preload`` (:mod:`growstage.interop.returnn.names`);
   :func:`rules` (``bidirectional=True``: ``L_fw``/``L_bw`` into a Keras ``Bidirectional`` ``L``).
 - :func:`to_returnn` / :func:`save_checkpoint`: back to RETURNN's names, layouts and files.
+- :class:`WrapEpochValue`: a network-dict value by pretrain epoch, which :func:`growstage.returnn_pretrain`
+  resolves as RETURNN does (RETURNN's own class works the same).
 
 Inside growstage, ``import returnn`` still means RETURNN itself (absolute imports); RETURNN is not
 needed by any of this.
@@ -23,7 +25,8 @@ from growstage.interop.returnn.layer_classes import CLASSES, NetDictError
 from growstage.interop.returnn.layouts import (keras_to_nativelstm2, keras_to_standardlstm, nativelstm2_to_keras,
                                                standardlstm_to_keras)
 from growstage.interop.returnn.names import from_returnn, to_returnn_names
+from growstage.train.epoch_values import WrapEpochValue
 
-__all__ = ["CLASSES", "NetDictError", "build_model", "builder", "from_returnn", "keras_to_nativelstm2",
+__all__ = ["CLASSES", "NetDictError", "WrapEpochValue", "build_model", "builder", "from_returnn", "keras_to_nativelstm2",
            "keras_to_standardlstm", "load_reports", "nativelstm2_to_keras", "open_returnn", "rules", "save_checkpoint",
            "standardlstm_to_keras", "to_returnn", "to_returnn_names", "units_of"]

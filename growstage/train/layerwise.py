@@ -38,14 +38,20 @@ from growstage.core.errors import GrowstageError, UnknownNameError, did_you_mean
 Net = dict[str, Any]
 
 
-def stack(hidden: Sequence[str], output: str = "output", input: str = "data") -> Net:
-    """A network dict of a plain stack: ``input -> hidden[0] -> ... -> output``."""
+def stack(hidden: Sequence[str], output: str = "output", input: str = "data", *,
+          layer: Mapping[str, Any] | None = None, output_layer: Mapping[str, Any] | None = None) -> Net:
+    """A network dict of a plain stack: ``input -> hidden[0] -> ... -> output``; ``layer`` and
+    ``output_layer``: options every hidden layer / the output gets (RETURNN needs a ``class``).
+
+    >>> stack(["h1"], layer={"class": "linear", "n_out": 4}, output_layer={"class": "softmax"})["output"]
+    {'class': 'softmax', 'from': ['h1']}
+    """
     net: Net = {}
     prev = input
     for name in hidden:
-        net[name] = {"from": [prev]}
+        net[name] = {**copy.deepcopy(dict(layer or {})), "from": [prev]}
         prev = name
-    net[output] = {"from": [prev]}
+    net[output] = {**copy.deepcopy(dict(output_layer or {})), "from": [prev]}
     return net
 
 

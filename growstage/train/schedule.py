@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.engine.options import TransferOptions
 from growstage.train.layerwise import layerwise, stack  # noqa: F401  (their home before the split)
-from growstage.train.pretrain import split_net_options
+from growstage.train.epoch_values import wrapped_at
+from growstage.train.pretrain_options import importer_mode, split_net_options
 
 # the per-stage options a stage dict may give beside its "spec"
 STAGE_KEYS = ("mode", "fill", "learning_rate", "frozen", "custom_param_importer", "repetitions",
@@ -93,8 +94,18 @@ def _check_stage_keys(raw: Mapping, idx: int) -> None:
 
 def repetitions_for(reps: Repetitions, index: int, is_final: bool) -> int:
     """RETURNN's repetitions: an int; a list whose last value repeats; or a dict
-    with ``default``, ``final`` and per-index entries."""
-    if isinstance(reps, int):
+    with ``default``, ``final`` and per-index entries.  As in RETURNN, a falsy value (0, None,
+    ``[]``, ``{}``) means 1 epoch each; a bool is refused.
+
+    >>> repetitions_for(0, 2, False), repetitions_for([3, 1], 0, False), repetitions_for({"final": 4}, 5, True)
+    (1, 3, 4)
+    """
+    if isinstance(reps, bool):
+        raise GrowstageError(f"repetitions is {reps!r}: RETURNN would train every stage 1 epoch (it reads {reps!r} as "
+                             f"{'1' if reps else 'not given'}); give an int, a list or a dict")
+    if not reps:
+        n = 1  # RETURNN's Pretrain: `if not repetitions: repetitions = 1`
+    elif isinstance(reps, int):
         n = reps
     elif isinstance(reps, Mapping):
         unknown = set(reps) - {"default", "final"} - {k for k in reps if isinstance(k, int)}
@@ -114,6 +125,25 @@ def repetitions_for(reps: Repetitions, index: int, is_final: bool) -> int:
     if not isinstance(n, int) or n < 0:
         raise GrowstageError(f"repetitions of stage {index} is {n!r}; expected an int >= 0")
     return n
+
+
+def own_importers(spec: Any, extra: dict, options: Mapping[str, Any], idx: int) -> list[str]:
+    """A network dict's layers' own ``custom_param_importer`` mode strings become that stage's
+    ``modes`` (as RETURNN, where they override the copy mode), below the modes the stage or the
+    schedule gives that layer; returns the notes of such overrides."""
+    if not isinstance(spec, Mapping):
+        return []
+    own = {name: layer["custom_param_importer"] for name, layer in spec.items()
+           if isinstance(layer, Mapping) and layer.get("custom_param_importer") is not None}
+    if not own:
+        return []
+    own = {name: importer_mode(value, f"stage {idx}: layer {name!r}") for name, value in own.items()}
+    given = dict(extra.get("modes", options.get("modes", {})))
+    importers = extra.get("custom_param_importer") or {}
+    notes = [f"stage {idx}: layer {name!r} gets mode {given[name]!r} over its own custom_param_importer {mode!r}"
+             for name, mode in own.items() if given.get(name, mode) != mode and name not in importers]
+    extra["modes"] = {**own, **given}
+    return notes
 
 
 class Schedule:
@@ -205,7 +235,11 @@ class Schedule:
                     raise GrowstageError(f"stage {idx}: {key!r} is given twice, in the stage dict and as a "
                                          "'#' key of its network dict; keep one")
                 extra[key] = value
-        notes = []
+        where = wrapped_at(spec) if isinstance(spec, Mapping) else None
+        if where:
+            raise GrowstageError(f"stage {idx}: {where} is a WrapEpochValue; only returnn_pretrain(net, ...) resolves "
+                                 "it per epoch (as RETURNN's Pretrain does, epochs from 1); give the value itself here")
+        notes = own_importers(spec, extra, self.options, idx)
         for key in list(extra):
             if key in STAGE_KEYS:
                 opts[key] = extra.pop(key)

@@ -32,7 +32,8 @@ import keras
 from growstage.core.errors import did_you_mean
 from growstage.interop.returnn.layer_classes import CLASSES, BuildContext, NetDictError, fail
 
-COMMON = ("class", "from", "trainable", "is_output_layer", "loss", "target", "dropout")
+# custom_param_importer: not for building; a Schedule takes a layer's mode string as that layer's transfer mode
+COMMON = ("class", "from", "trainable", "is_output_layer", "loss", "target", "dropout", "custom_param_importer")
 # RETURNN's LayerBase options that every class accepts and that change no param: the output's size is
 # checked against what the layer builds, the loss options belong to training (no Keras param)
 LAYER_BASE = ("n_out", "out_type", "loss_scale", "loss_opts")
