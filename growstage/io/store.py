@@ -106,12 +106,18 @@ def _write_params(f: h5py.File, snap: Snapshot, path: Path) -> list[tuple]:
     return rows
 
 
-def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None,
+         sharded: bool = False) -> Path:
     """Write ``snapshot`` (a Snapshot or plain values dict) to ``path`` atomically.
 
     Extra ``meta`` entries (stage, epoch, ...) are merged into the snapshot's.
-    Returns the final path.
+    Returns the final path.  ``sharded=True``: a folder, each device's shards written from that
+    device, nothing gathered (:mod:`growstage.io.sharded_store`; a live model's snapshot needs JAX).
     """
+    if sharded:
+        from growstage.io.sharded_store import save_sharded
+
+        return save_sharded(snapshot, path, meta=meta)
     snap = as_snapshot(snapshot)
     path = Path(path)
     directory = str(path.parent) or "."
@@ -278,6 +284,10 @@ def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
     path = str(path)
     if not os.path.exists(path):
         raise StoreError(path, "no such file")
+    from growstage.io.sharded_store import is_sharded_snapshot, load_sharded
+
+    if is_sharded_snapshot(path):
+        return load_sharded(path)
     require_regular_file(path)
     try:
         f = h5py.File(path, "r")

@@ -220,8 +220,10 @@ def watch_host_reads() -> Iterator[list[tuple[tuple[int, ...], int]]]:
     """Record every read of a JAX array into host memory, as ``(shape, devices it spans)``.
 
     On CPU ``jax.transfer_guard("disallow")`` never fires (a CPU buffer is host memory already), so
-    a test counts the one path every host read takes: ``ArrayImpl._value`` (``np.asarray``,
-    ``__array__``, ``jax.device_get``, ``.tolist()``).
+    a test watches the paths a host read takes instead: ``ArrayImpl._value`` (``__array__``,
+    ``jax.device_get``, ``.tolist()``), numpy's ``asarray``/``array``/``ascontiguousarray`` called on a
+    JAX array (on CPU numpy reads a one-device array through the buffer protocol, past ``_value``) and
+    this backend's ``to_numpy``.
 
     >>> import jax.numpy as jnp
     >>> with watch_host_reads() as reads:
@@ -229,17 +231,52 @@ def watch_host_reads() -> Iterator[list[tuple[tuple[int, ...], int]]]:
     >>> reads
     [((3,), 1)]
     """
+    import jax
     from jax._src.array import ArrayImpl
 
-    prop = ArrayImpl.__dict__["_value"]
+    from growstage.framework.backends import jax as backend
+
     reads: list[tuple[tuple[int, ...], int]] = []
 
+    def note(x: Any) -> None:
+        if isinstance(x, jax.Array):
+            reads.append((tuple(x.shape), len(x.sharding.device_set)))
+
+    prop = ArrayImpl.__dict__["_value"]
+
     def value(self: Any) -> Any:
-        reads.append((tuple(self.shape), len(self.sharding.device_set)))
+        note(self)
         return prop.fget(self)
 
+    saved = {name: getattr(np, name) for name in ("asarray", "array", "ascontiguousarray")}
+
+    def watched(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def call(x: Any, *args: Any, **kwargs: Any) -> Any:
+            note(x)
+            with _quiet(reads):
+                return fn(x, *args, **kwargs)
+        return call
+
+    to_numpy = backend.to_numpy
     ArrayImpl._value = property(value)
+    for name, fn in saved.items():
+        setattr(np, name, watched(fn))
+    backend.to_numpy = watched(to_numpy)
     try:
         yield reads
     finally:
         ArrayImpl._value = prop
+        for name, fn in saved.items():
+            setattr(np, name, fn)
+        backend.to_numpy = to_numpy
+
+
+@contextlib.contextmanager
+def _quiet(reads: list) -> Iterator[None]:
+    """One host read counts once, however many of the watched paths it passes."""
+    n = len(reads)
+    try:
+        yield
+    finally:
+        del reads[n:]
