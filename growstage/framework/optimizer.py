@@ -30,7 +30,7 @@ from growstage.core.growth import for_row
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Action
 from growstage.framework.adapters.graph import describe
-from growstage.framework.device_values import on_mesh, target_sharding, value_on_devices
+from growstage.framework.device_values import device_source, on_mesh, target_sharding, value_on_devices
 from growstage.framework.variables import UndoLog, read_tensor, read_variable, reads_alias, tensor_view
 
 _CARRIED = (Action.COPIED, Action.SLICED, Action.PADDED, Action.CUSTOM)
@@ -211,16 +211,17 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
                 counts["slots_zero"] += 1
                 continue
             old = src[fam]
-            if tuple(int(d) for d in old.shape) == tuple(var.shape):
-                counts["slots_written"] += 1
-                yield var, old, f"{row.target}:{fam}"  # numpy or a device array: written as it is
-                continue
             sharding = target_sharding(var)
             if sharding is not None and not isinstance(old, np.ndarray):  # a mesh: on the devices
                 counts["slots_written"] += 1
-                yield var, value_on_devices(old, tuple(var.shape), sharding, dtype=var.dtype, old_split=row.old_split,
-                                            new_split=row.new_split, growth=gm, power=slot_power(fam),
-                                            keep_old_only=new_entries == "zero"), f"{row.target}:{fam}"
+                yield var, value_on_devices(device_source(old, sharding), tuple(var.shape), sharding, dtype=var.dtype,
+                                            old_split=row.old_split, new_split=row.new_split, growth=gm,
+                                            power=slot_power(fam), keep_old_only=new_entries == "zero"), \
+                    f"{row.target}:{fam}"
+                continue
+            if tuple(int(d) for d in old.shape) == tuple(var.shape):
+                counts["slots_written"] += 1
+                yield var, old, f"{row.target}:{fam}"  # numpy or a device array: written as it is
                 continue
             old = np.asarray(tensor_view(old)) if not isinstance(old, np.ndarray) else old
             if gm is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -338,7 +339,7 @@ def clean_stale_tmp(directory: str | os.PathLike) -> list[str]:
                 continue
             p = os.path.join(directory, name)
             try:
-                os.unlink(p)
+                shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)  # a sharded snapshot's temporary folder
                 removed.append(p)
             except OSError:
                 pass
