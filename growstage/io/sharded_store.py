@@ -42,6 +42,7 @@ import numpy as np
 from growstage.core.errors import StoreError
 from growstage.core.values import Param, Snapshot, as_snapshot
 from growstage.io.integrity import structure_crc
+from growstage.io.optional import require
 
 FORMAT = "growstage-sharded"
 FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ def _stored(arr: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def _write_files(snap: Snapshot, tmp: str) -> tuple[list[dict], list[tuple]]:
     """Every block into its device's file, one file at a time (a device's blocks only in memory)."""
-    from safetensors.numpy import save_file
+    save_file = require("safetensors.numpy", "a sharded snapshot").save_file
 
     entries, per_file = [], {}
     for lname, params in snap.layers.items():
@@ -237,7 +238,7 @@ class _Files:
         self.folder, self.open = folder, {}
 
     def get(self, name: str) -> Any:
-        from safetensors import safe_open
+        safe_open = require("safetensors", "a sharded snapshot").safe_open
 
         if name not in self.open:
             if os.path.basename(name) != name or not name.endswith(".safetensors"):

@@ -11,7 +11,8 @@ Example::
     >>> import numpy as np, jax
     >>> s = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     >>> old = jax.numpy.arange(4.0).reshape(1, 4)
-    >>> out = resize(old, (1, 6), [((0, 1), (0, 1))], [((0, 2), (0, 2)), ((2, 4), (3, 5))], -1.0, s)
+    >>> blocks_old, blocks_new = [((0, 1), (0, 2)), ((0, 1), (2, 4))], [((0, 1), (0, 2)), ((0, 1), (3, 5))]
+    >>> out = resize(old, (1, 6), blocks_old, blocks_new, -1.0, s)
     >>> np.asarray(out).tolist()
     [[0.0, 1.0, -1.0, 2.0, 3.0, -1.0]]
 """
@@ -31,8 +32,8 @@ def target_sharding(variable: Any) -> Any | None:
     if layout is None:
         from keras.distribution import distribution
 
-        if distribution() is None:
-            return None
+        if distribution() is None or getattr(variable, "_value", None) is not None:
+            return None  # no distribution, or a variable made without one: it keeps its place
         if hasattr(variable, "_initialize_layout"):
             variable._initialize_layout()
         layout = getattr(variable, "_layout", None)
