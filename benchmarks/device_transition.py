@@ -10,6 +10,16 @@ For each backend it can run (one subprocess each, KERAS_BACKEND set), two growth
 with rebuild/scratch and transfer/floor ratios.  Mode subset with ignore_missing (new layers keep init).
 
     python benchmarks/device_transition.py [--small] [--repeat 3] [--backends tensorflow,jax,torch]
+
+``--mesh 2x4`` (JAX only; forced host devices when there are not enough): the same growths laid out over a
+keras.distribution ModelParallel mesh (kernels sharded on "model"), comparing
+  scratch   building the new model sharded from scratch (Keras's jitted initializers, out_shardings),
+  rebuild   growstage.rebuild on the mesh (every new value computed on the devices),
+  via host  the same rebuild from a host copy of the old values (what a gather to the host costs),
+with bytes per device: what the device holds of the new model (the least any transition writes) and
+what the transition read into host memory (``jax_mesh.watch_host_reads``).
+
+    python benchmarks/device_transition.py --mesh 2x4 --small
 """
 from __future__ import annotations
 
@@ -19,6 +29,8 @@ import os
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 GROWTHS = {"blstm": ("BLSTM {a} -> {b} layers", 6, 7), "transformer": ("pre-LN transformer {a} -> {b} blocks", 12, 24)}
 
@@ -118,14 +130,96 @@ def worker(width: int, repeat: int) -> list[dict]:
     return rows
 
 
+def mesh_layout(shape):
+    import jax
+    from keras import distribution as kd
+
+    mesh = kd.DeviceMesh(shape, ["batch", "model"], jax.devices()[: shape[0] * shape[1]])
+    lm = kd.LayoutMap(mesh)
+    for key, axes in {r"blstm\d+/.*_lstm.*/lstm_cell/(recurrent_)?kernel": (None, "model"), r"output/kernel": ("model", None),
+                      r"_att/(query|key|value)/kernel": (None, "model", None), r"_att/attention_output/kernel": ("model", None, None),
+                      r"_ff1/kernel": (None, "model"), r"_ff2/kernel": ("model", None)}.items():
+        lm[key] = axes
+    return kd.ModelParallel(layout_map=lm, batch_dim_name="batch")
+
+
+def per_device_bytes(model) -> int:
+    """The most bytes of the model's values any one device holds."""
+    held: dict = {}
+    for w in model.weights:
+        for s in w.value.addressable_shards:
+            held[s.device.id] = held.get(s.device.id, 0) + s.data.nbytes
+    return max(held.values())
+
+
+def mesh_worker(width: int, repeat: int, shape) -> list[dict]:
+    import gc
+
+    import keras
+    from keras import distribution as kd
+
+    import growstage
+    from growstage.framework.backends.jax_mesh import watch_host_reads
+
+    rows = []
+    kd.set_distribution(mesh_layout(shape))
+    for kind, (label, a, b) in GROWTHS.items():
+        keras.utils.set_random_seed(0)
+        old = build(kind, a, width)
+        opts = dict(mode="subset", ignore_missing=True)
+        scratch = best(lambda: sync([w.value for w in build(kind, b, width).weights]), repeat)
+        gc.collect()
+        rebuild = best(lambda: sync([w.value for w in growstage.rebuild(
+            lambda: build(kind, b, width), growstage.snapshot(old), **opts)[0].weights]), repeat)
+        with watch_host_reads() as reads:
+            new = growstage.rebuild(lambda: build(kind, b, width), growstage.snapshot(old), **opts)[0]
+            sync([w.value for w in new.weights])
+        host_read = sum(int(np.prod(s)) * 4 for s, _ in reads)
+        gc.collect()
+        via_host = best(lambda: sync([w.value for w in growstage.rebuild(
+            lambda: build(kind, b, width), growstage.snapshot(old).values_dict(), **opts)[0].weights]), repeat)
+        rows.append({"growth": f"{label.format(a=a, b=b)} @{width}", "mesh": "x".join(map(str, shape)),
+                     "scratch": scratch, "rebuild": rebuild, "via_host": via_host,
+                     "device_mb": per_device_bytes(new) / 2**20, "host_read_mb": host_read / 2**20,
+                     "model_mb": sum(int(np.prod(w.shape)) * 4 for w in old.weights) / 2**20})
+        del old, new
+        gc.collect()
+    return rows
+
+
+def mesh_main(args, width: int) -> None:
+    shape = tuple(int(n) for n in args.mesh.split("x"))
+    n = shape[0] * shape[1]
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--mesh", args.mesh, "--repeat", str(args.repeat)]
+    r = subprocess.run(cmd + (["--small"] if args.small else []), env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"the mesh worker failed:\n{r.stderr[-3000:]}")
+    print("| growth | mesh | scratch build (sharded) | rebuild on the mesh (x scratch) | rebuild via a host copy "
+          "| new model per device | read to host by the rebuild (old model) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in json.loads(r.stdout.strip().splitlines()[-1]):
+        print(f"| {row['growth']} | {row['mesh']} | {row['scratch']:.3f} s | {row['rebuild']:.3f} s "
+              f"({row['rebuild'] / row['scratch']:.2f}x) | {row['via_host']:.3f} s | {row['device_mb']:.1f} MB "
+              f"| {row['host_read_mb']:.1f} MB (of {row['model_mb']:.0f} MB) |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="width 256 (for a CPU)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backends", default="tensorflow,jax,torch")
+    ap.add_argument("--mesh", default=None, help="e.g. 2x4: the growths on a keras.distribution mesh (JAX)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     width = 256 if args.small else 1024
+    if args.worker and args.mesh:
+        print(json.dumps(mesh_worker(width, args.repeat, tuple(int(n) for n in args.mesh.split("x")))))
+        return
+    if args.mesh:
+        mesh_main(args, width)
+        return
     if args.worker:
         print(json.dumps(worker(width, args.repeat)))
         return

@@ -45,7 +45,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -169,41 +169,97 @@ class GrowthMap:
                 cons_fresh = cons_fresh | f
         return any_fresh, cons_fresh
 
+    def plan(self, dtype: Any, *, power: int = 1, fresh: bool = True, noise: float = 0.0,
+             seed: int = 0) -> "GrowthPlan":
+        """What :meth:`apply` does, as index arrays and masks (numpy, small): :func:`execute` carries it out
+        with numpy or, on a device, with ``jax.numpy`` under ``jit`` (same ops, same bits)."""
+        dtype = np.dtype(dtype)
+        idx = tuple(np.where(a.index >= 0, a.index, 0) for a in self.axes)
+        scale, zero = self._scale_and_mask()
+        # the scale in the param's own precision: one rounding per product, the same on every device
+        factor = (scale ** power).astype(dtype) if np.any(scale != 1.0) else None
+        any_fresh, cons_fresh = self.fresh_mask()
+        noisy = None
+        if noise and power == 1 and self.method in _COPYING:
+            noisy = self._noise_plan(noise, seed)
+        if not fresh or power != 1:
+            return GrowthPlan(idx, factor, any_fresh | zero, None, None, noisy)
+        return GrowthPlan(idx, factor, zero, any_fresh, cons_fresh, noisy)
+
     def apply(self, old: np.ndarray, *, fresh_value: np.ndarray | None, power: int = 1,
               noise: float = 0.0, seed: int = 0) -> np.ndarray:
         """The new value.  Fresh entries: ``fresh_value`` (the target's init; None for zeros) or zero on
         consumer axes.  ``power`` scales optimizer slots by ``scale**power``; ``noise`` (net2net, clone,
         lemon) splits each divided row among its copies unequally, keeping their sum."""
         old = np.asarray(old)
-        idx = [np.where(a.index >= 0, a.index, 0) for a in self.axes]
-        out = old[np.ix_(*idx)] if old.ndim else old.copy()
-        scale, zero = self._scale_and_mask()
-        if np.any(scale != 1.0):
-            out = (out * scale ** power).astype(old.dtype, copy=False)
-        if noise and power == 1 and self.method in _COPYING:
-            out = self._split_noise(out, noise, seed)
-        any_fresh, cons_fresh = self.fresh_mask()
-        if fresh_value is None or power != 1:
-            out = np.where(any_fresh | zero, np.zeros((), old.dtype), out)
-        else:
-            fresh = np.where(cons_fresh, np.zeros((), old.dtype), np.asarray(fresh_value, old.dtype))
-            out = np.where(any_fresh, fresh, np.where(zero, np.zeros((), old.dtype), out))
-        return np.ascontiguousarray(out)
+        if not old.ndim:
+            return old.copy()
+        p = self.plan(old.dtype, power=power, fresh=fresh_value is not None, noise=noise, seed=seed)
+        return np.ascontiguousarray(execute(p, old, fresh_value, np))
 
-    def _split_noise(self, out: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    def _noise_plan(self, noise: float, seed: int) -> "NoisePlan | None":
         axis = next((i for i in self.consumer_axes if self.axes[i].grew), None)
         if axis is None:
-            return out
+            return None
         a = self.axes[axis]
-        eps = np.random.default_rng([seed, 7]).normal(0.0, noise, out.shape) * np.abs(out)
-        # subtract each copy group's mean, so the copies of one old unit still sum to its row
-        moved = np.moveaxis(eps, axis, 0)
-        groups = np.where(a.index >= 0, a.index, -1)
-        for g in np.unique(groups[a.count > 1]):
-            members = groups == g
-            moved[members] -= moved[members].mean(axis=0, keepdims=True)
-        moved[a.count <= 1] = 0.0
-        return (out + np.moveaxis(moved, 0, axis)).astype(out.dtype, copy=False)
+        z = np.random.default_rng([seed, 7]).normal(0.0, noise, self.shape)
+        groups = np.where(a.count > 1, a.index, -1)
+        uniq = np.unique(groups[groups >= 0])
+        member = groups[None, :] == uniq[:, None]  # (copy groups, positions): who shares an old unit
+        return NoisePlan(axis, z, member, member.sum(1))
+
+
+@dataclass
+class NoisePlan:
+    """Paired noise on one consumer axis: ``z * |value|``, centred within each group of copies."""
+
+    axis: int
+    z: np.ndarray
+    member: np.ndarray
+    sizes: np.ndarray
+
+
+@dataclass
+class GrowthPlan:
+    """A :class:`GrowthMap` made concrete for one dtype: per-axis gather indices, the scale in that
+    dtype (None: 1), entries forced to zero, and where fresh entries (and zeros among them) go."""
+
+    index: tuple[np.ndarray, ...]
+    factor: np.ndarray | None
+    zero: np.ndarray
+    fresh: np.ndarray | None
+    fresh_zero: np.ndarray | None
+    noise: NoisePlan | None = None
+
+
+def execute(p: GrowthPlan, old: Any, fresh_value: Any, xp: Any) -> Any:
+    """Carry out ``p`` on ``old`` with the array module ``xp`` (numpy, or jax.numpy inside jit).
+
+    >>> g = GrowthMap.build([[2]], [[4]], consumer_axes=(0,), method="double")
+    >>> execute(g.plan("f4"), np.array([2.0, 4.0], "f4"), None, np).tolist()
+    [1.0, 2.0, 1.0, 2.0]
+    """
+    dtype = old.dtype
+    out = old[xp.ix_(*p.index)]
+    if p.factor is not None:
+        out = out * xp.asarray(p.factor)
+    if p.noise is not None:
+        out = _add_noise(p.noise, out, xp)
+    zero = xp.zeros((), dtype)
+    if p.fresh is None:
+        return xp.where(xp.asarray(p.zero), zero, out)
+    fresh = xp.where(xp.asarray(p.fresh_zero), zero, xp.asarray(fresh_value, dtype))
+    return xp.where(xp.asarray(p.fresh), fresh, xp.where(xp.asarray(p.zero), zero, out))
+
+
+def _add_noise(n: NoisePlan, out: Any, xp: Any) -> Any:
+    eps = xp.moveaxis(xp.asarray(n.z, out.dtype) * xp.abs(out), n.axis, 0)
+    flat = eps.reshape(eps.shape[0], -1)
+    m = xp.asarray(n.member, out.dtype)
+    mean = (m @ flat) / xp.asarray(n.sizes[:, None], out.dtype)
+    # each copy group's mean subtracted: the copies of one old unit still sum to its row
+    flat = (flat - m.T @ mean) * xp.asarray(n.member.any(0)[:, None], out.dtype)
+    return out + xp.moveaxis(flat.reshape(eps.shape), 0, n.axis)
 
 
 def consumer_axes(roles: Sequence[str] | None) -> tuple[int, ...]:

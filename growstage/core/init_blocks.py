@@ -105,6 +105,42 @@ def _uniform(rng: np.random.Generator, n: int, low: float, high: float, dtype: A
     return out
 
 
+def entry_distribution(spec: InitSpec, full_shape: Sequence[int]) -> tuple[str, float, float]:
+    """The distribution of one entry of a fresh init of ``full_shape``: ``("normal", mean, std)``,
+    ``("truncated", mean, std)`` (cut at two std), ``("uniform", low, high)`` or ``("constant", value, 0)``.
+    The same numbers whoever draws (numpy here, a device backend for sharded params).
+
+    Example::
+
+        >>> entry_distribution(InitSpec("uniform", minval=-1.0, maxval=1.0), (2, 2))
+        ('uniform', -1.0, 1.0)
+    """
+    if spec.kind == "constant":
+        return "constant", spec.value, 0.0
+    if spec.kind == "normal":
+        return "normal", spec.mean, spec.stddev
+    if spec.kind == "truncated_normal":
+        return "truncated", spec.mean, spec.stddev
+    if spec.kind == "uniform":
+        return "uniform", spec.minval, spec.maxval
+    if spec.kind == "orthogonal":
+        shape = tuple(full_shape)
+        rows, cols = (math.prod(shape[:-1]), shape[-1]) if len(shape) > 1 else (1, shape[0] if shape else 1)
+        return "normal", 0.0, spec.gain / math.sqrt(max(rows, cols, 1))
+    if spec.kind == "variance_scaling":
+        fan_in, fan_out = compute_fans(full_shape, spec.input_axes, spec.output_axes)
+        fan = {"fan_in": fan_in, "fan_out": fan_out}.get(spec.mode, (fan_in + fan_out) / 2)
+        var = spec.scale / max(1.0, fan)
+        if spec.distribution == "uniform":
+            limit = math.sqrt(3.0 * var)
+            return "uniform", -limit, limit
+        if spec.distribution == "untruncated_normal":
+            return "normal", 0.0, math.sqrt(var)
+        # 0.879... is the std of a unit normal truncated at 2 std (Keras's constant)
+        return "truncated", 0.0, math.sqrt(var) / 0.87962566103423978
+    raise ValueError(f"unknown initializer kind {spec.kind!r} (known: {', '.join(KINDS)})")
+
+
 def sample(spec: InitSpec, full_shape: Sequence[int], n: int, seed: int, dtype: Any = np.float64) -> np.ndarray:
     """``n`` draws from ``spec``'s entry distribution for a param of ``full_shape``; ``dtype``
     float32 or float64 (drawn in that precision: no conversion pass).
@@ -116,30 +152,16 @@ def sample(spec: InitSpec, full_shape: Sequence[int], n: int, seed: int, dtype: 
     """
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
-    if spec.kind == "constant":
-        return np.full(n, spec.value, dtype)
+    kind, a, b = entry_distribution(spec, full_shape)
+    if kind == "constant":
+        return np.full(n, a, dtype)
+    if kind == "uniform":
+        return _uniform(rng, n, a, b, dtype)
+    if kind == "truncated":
+        return _truncated(rng, n, a, b, dtype)
     if spec.kind == "normal":
-        return spec.mean + spec.stddev * rng.standard_normal(n, dtype=dtype)
-    if spec.kind == "truncated_normal":
-        return _truncated(rng, n, spec.mean, spec.stddev, dtype)
-    if spec.kind == "uniform":
-        return _uniform(rng, n, spec.minval, spec.maxval, dtype)
-    if spec.kind == "orthogonal":
-        shape = tuple(full_shape)
-        rows, cols = (math.prod(shape[:-1]), shape[-1]) if len(shape) > 1 else (1, shape[0] if shape else 1)
-        return dtype.type(spec.gain / math.sqrt(max(rows, cols, 1))) * rng.standard_normal(n, dtype=dtype)
-    if spec.kind == "variance_scaling":
-        fan_in, fan_out = compute_fans(full_shape, spec.input_axes, spec.output_axes)
-        fan = {"fan_in": fan_in, "fan_out": fan_out}.get(spec.mode, (fan_in + fan_out) / 2)
-        var = spec.scale / max(1.0, fan)
-        if spec.distribution == "uniform":
-            limit = math.sqrt(3.0 * var)
-            return _uniform(rng, n, -limit, limit, dtype)
-        if spec.distribution == "untruncated_normal":
-            return dtype.type(math.sqrt(var)) * rng.standard_normal(n, dtype=dtype)
-        # 0.879... is the std of a unit normal truncated at 2 std (Keras's constant)
-        return _truncated(rng, n, 0.0, math.sqrt(var) / 0.87962566103423978, dtype)
-    raise ValueError(f"unknown initializer kind {spec.kind!r} (known: {', '.join(KINDS)})")
+        return a + b * rng.standard_normal(n, dtype=dtype)
+    return dtype.type(b) * rng.standard_normal(n, dtype=dtype)  # zero-mean normals (orthogonal, untruncated)
 
 
 def new_mask(old_shape: Sequence[int], new_shape: Sequence[int], *, old_split=None, new_split=None) -> np.ndarray:

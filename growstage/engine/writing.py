@@ -29,10 +29,11 @@ from growstage.engine.report import PlanRow, Report
 from growstage.framework.adapters.deepen import start_values
 from growstage.core.growth import for_row
 from growstage.core.resize import resize
-from growstage.core.init_blocks import grow_with_blocks
+from growstage.core.init_blocks import entry_distribution, grow_with_blocks
 from growstage.framework.init_spec import init_spec
 from growstage.framework.variables import UndoLog, read_variable
-from growstage.framework.device_values import resize_device, resizes_on_device
+from growstage.framework.device_values import (all_finite, device_source, resize_device, resizes_on_device,
+                                               target_sharding, value_on_devices)
 from growstage.core.values import Param, as_snapshot
 from growstage.core.vocab import Action, Fill, Mode
 from growstage.engine.options import TransferOptions
@@ -116,6 +117,11 @@ def init_needed(p: Plan) -> list[Any]:
 
 def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: list[str]) -> Any:
     prm = p.source.layers[row.source_layer][row.param]
+    sharding = target_sharding(spec.variable)
+    if sharding is not None:  # keras.distribution (JAX): computed on the devices, nothing read to the host
+        old = device_source(prm.value, sharding)
+        if old is not None:
+            return _sharded_value(p, row, spec, old, sharding, undo, notes)
     old = prm.read()
     _check_finite(p, row, old, notes)
     target_dtype = np.dtype(spec.variable.dtype)
@@ -145,23 +151,53 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: lis
     return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
 
 
-def _init_blocks_value(p: Plan, row: PlanRow, spec: ParamSpec, old: np.ndarray, undo: UndoLog,
-                       notes: list[str]) -> np.ndarray:
-    """A padded row under ``fill="init-blocks"``: only the new entries are drawn (see core/init_blocks)."""
+def _sharded_value(p: Plan, row: PlanRow, spec: ParamSpec, old: Any, sharding: Any, undo: UndoLog,
+                   notes: list[str]) -> Any:
+    """:func:`_new_value` for a target laid out over a mesh: the same plan, executed on the devices."""
+    if not all_finite(old):
+        _check_finite(p, row, np.asarray(old), notes)  # only when there is something to report
+    kw: dict[str, Any] = dict(dtype=spec.variable.dtype, old_split=row.old_split, new_split=row.new_split)
+    if row.action != Action.PADDED:
+        return value_on_devices(old, spec.shape, sharding, **kw)
+    fill = p.options.fill_for(row.layer)
+    current = undo.current_tensor(spec.variable) if _reads_init(p, row) else None
+    gm = for_row(row, spec.roles, fill, p.options.fill_seed)
+    if gm is not None:
+        return value_on_devices(old, spec.shape, sharding, growth=gm, fresh=current, noise=p.options.fill_noise,
+                                seed=p.options.fill_seed, **kw)
+    if isinstance(fill, str) and fill == Fill.INIT_BLOCKS:
+        ispec, seed = _init_blocks_spec(p, row, spec, undo, notes)
+        if ispec is not None:
+            return value_on_devices(old, spec.shape, sharding, draw=entry_distribution(ispec, spec.shape),
+                                    seed=seed, **kw)
+        current = undo.current_tensor(spec.variable)
+    return value_on_devices(old, spec.shape, sharding, fill=_fill_value(fill, spec, current), **kw)
+
+
+def _init_blocks_spec(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: list[str]) -> tuple[Any, int]:
+    """The initializer spec and the stable per-param seed of an ``init-blocks`` row (spec None: unknown)."""
     pending = undo.pending
     variable = spec.variable
     initializer = pending.initializer(variable) if pending is not None and pending.is_pending(variable) \
         else getattr(variable, "_initializer", None)
     ispec = init_spec(initializer)
     if ispec is None:
+        notes.append(f"{row.target}: init-blocks fell back to init (initializer unknown or custom)")
+        return None, 0
+    # a stable per-param seed: the same fill_seed gives the same draws in every run
+    notes.append(f"{row.target}: new entries drawn per block (init-blocks, {ispec.kind})")
+    return ispec, (p.options.fill_seed * 1_000_003 + zlib.crc32(row.target.encode())) % 2**63
+
+
+def _init_blocks_value(p: Plan, row: PlanRow, spec: ParamSpec, old: np.ndarray, undo: UndoLog,
+                       notes: list[str]) -> np.ndarray:
+    """A padded row under ``fill="init-blocks"``: only the new entries are drawn (see core/init_blocks)."""
+    ispec, seed = _init_blocks_spec(p, row, spec, undo, notes)
+    if ispec is None:
         # nothing to draw from (an initialised variable forgets its initializer, or a custom one):
         # the target's own init is what fill="init" would give, so use it
-        notes.append(f"{row.target}: init-blocks fell back to init (initializer unknown or custom)")
         return resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,
-                      fill=undo.current(variable))
-    # a stable per-param seed: the same fill_seed gives the same draws in every run
-    seed = (p.options.fill_seed * 1_000_003 + zlib.crc32(row.target.encode())) % 2**63
-    notes.append(f"{row.target}: new entries drawn per block (init-blocks, {ispec.kind})")
+                      fill=undo.current(spec.variable))
     return grow_with_blocks(old, spec.shape, ispec, seed=seed, old_split=row.old_split, new_split=row.new_split)
 
 

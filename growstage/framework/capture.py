@@ -35,6 +35,35 @@ class _TensorValue:
             self._array = tensor_view(self.tensor)
         return self._array
 
+    def shards(self) -> list:
+        """``(bounds, device id, read)`` per distinct shard: what ``save(..., sharded=True)`` writes."""
+        return device_shards(self.tensor if self.tensor is not None else self._array)
+
+    @classmethod
+    def of(cls, tensor: Any) -> "_TensorValue":
+        """A snapshot value of a device array that is no variable (an optimizer slot read on the devices)."""
+        v = cls.__new__(cls)
+        v.tensor, v._array = tensor, None
+        v.shape, v.dtype = tuple(int(d) for d in tensor.shape), np.dtype(tensor.dtype)
+        return v
+
+
+def device_shards(tensor: Any) -> list:
+    from growstage.core.errors import GrowstageError
+    from growstage.framework.backends import backend_name, current
+
+    ops = getattr(current(), "mesh_ops", None)
+    if ops is None or not current().is_native(tensor):
+        raise GrowstageError(f"save(..., sharded=True) needs the JAX backend (KERAS_BACKEND=jax), whose arrays "
+                             f"know their shards; on {backend_name()} save the snapshot as one HDF5 file "
+                             "(sharded=False)")
+    return ops().shards(tensor)
+
+
+def device_value(tensor: Any) -> Any:
+    """A snapshot value of a device array (numpy arrays stay as they are)."""
+    return _TensorValue.of(tensor) if not isinstance(tensor, np.ndarray) else tensor
+
 
 class _VariableValue:
     """A variable read on demand: a lazy snapshot holds no copy of the model's values."""
@@ -48,6 +77,9 @@ class _VariableValue:
 
     def read(self) -> np.ndarray:
         return read_variable(self.variable)
+
+    def shards(self) -> list:
+        return device_shards(read_tensor(self.variable))
 
 
 def layer_params(info: LayerInfo, lazy: bool = False) -> dict[str, Param]:

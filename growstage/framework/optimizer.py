@@ -30,6 +30,7 @@ from growstage.core.growth import for_row
 from growstage.core.errors import GrowstageError, did_you_mean
 from growstage.core.vocab import Action
 from growstage.framework.adapters.graph import describe
+from growstage.framework.device_values import device_source, on_mesh, target_sharding, value_on_devices
 from growstage.framework.variables import UndoLog, read_tensor, read_variable, reads_alias, tensor_view
 
 _CARRIED = (Action.COPIED, Action.SLICED, Action.PADDED, Action.CUSTOM)
@@ -210,6 +211,14 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
                 counts["slots_zero"] += 1
                 continue
             old = src[fam]
+            sharding = target_sharding(var)
+            if sharding is not None and not isinstance(old, np.ndarray):  # a mesh: on the devices
+                counts["slots_written"] += 1
+                yield var, value_on_devices(device_source(old, sharding), tuple(var.shape), sharding, dtype=var.dtype,
+                                            old_split=row.old_split, new_split=row.new_split, growth=gm,
+                                            power=slot_power(fam), keep_old_only=new_entries == "zero"), \
+                    f"{row.target}:{fam}"
+                continue
             if tuple(int(d) for d in old.shape) == tuple(var.shape):
                 counts["slots_written"] += 1
                 yield var, old, f"{row.target}:{fam}"  # numpy or a device array: written as it is
@@ -253,5 +262,6 @@ def transfer_optimizer(source: Any, model: Any, report: Any, *, reset: bool = Fa
     if plan is None:
         raise GrowstageError("report: pass the Report that transfer() or rebuild() returned for this model "
                              f"(got {type(report).__name__})")
-    state = source if isinstance(source, dict) else optimizer_state(source)
+    # a model on a mesh hands its slots over as device arrays: they are resized where they live
+    state = source if isinstance(source, dict) else optimizer_state(source, device=on_mesh(source.weights))
     return transfer_optimizer_state(state, plan, model, reset=reset, new_entries=new_entries)

@@ -47,6 +47,23 @@ def _backend() -> Any:
     return current()
 
 
+def _mesh_call(name: str, *args: Any) -> Any:
+    """A mesh kernel of the backend (JAX under keras.distribution); None where the backend has none."""
+    ops = getattr(_backend(), "mesh_ops", None)
+    return getattr(ops(), name)(*args) if ops is not None else None
+
+
+def _sharding(variable: Any) -> Any:
+    return _mesh_call("target_sharding", variable)
+
+
+def laid_out(value: Any, variable: Any) -> Any:
+    """A device array laid out as ``variable``'s sharding asks, resharded on the devices (an eager
+    ``device_put`` between two shardings reads through the host)."""
+    sharding = _sharding(variable) if _backend().is_native(value) else None
+    return value if sharding is None else _mesh_call("relayout", value, sharding)
+
+
 def _variable_class() -> type | None:
     return _backend().variable_class()
 
@@ -101,6 +118,7 @@ class Pending:
         self.threads = threads or os.cpu_count() or 1
 
     def record(self, variable: Any, initializer: Any) -> None:
+        _mesh_call("prepare_layout", variable)  # its layout now: optimizer slots built before its value copy it
         self._vars[id(variable)] = variable
         self._inits[id(variable)] = initializer
         self._trainable[id(variable)] = variable.trainable
@@ -291,7 +309,18 @@ class UndoLog:
     def keep(self, variable: Any, value: np.ndarray | None = None) -> None:
         if id(variable) not in self.seen and not self.is_pending(variable):
             self.seen.add(id(variable))
+            if value is None:
+                # a sharded variable's backup is its (immutable) device array: no host copy of the model
+                value = read_tensor(variable) if _sharding(variable) is not None else None
             self.saved.append((variable, read_variable(variable) if value is None else value))
+
+    def current_tensor(self, variable: Any) -> Any:
+        """As :meth:`current`, but the device array (a sharded variable's init stays on its devices)."""
+        if self.is_pending(variable):
+            self.pending.materialize(variable)
+        value = read_tensor(variable)
+        self.keep(variable, value)
+        return value
 
     def current(self, variable: Any) -> np.ndarray:
         """The variable's value now (its init, for a variable still waiting for one), kept for undo."""
@@ -306,6 +335,7 @@ class UndoLog:
         shape = _shape(variable)
         if tuple(int(d) for d in value.shape) != shape:
             raise GrowstageError(f"param {name}: value of shape {tuple(value.shape)} for a variable of shape {shape}")
+        value = laid_out(value, variable)
         if self.is_pending(variable):
             self.pending.set(variable, value)
             self.fresh.append(variable)

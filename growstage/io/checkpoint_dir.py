@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -30,20 +31,23 @@ from growstage.core.values import Snapshot
 
 # Training checkpoints keep optimizer slots beside the params under this pseudo-layer (train/checkpoints.py).
 OPTIMIZER_SCOPE = "@optimizer"
-_NAME = re.compile(r"^epoch-(\d{4,})\.h5$")
+# epoch-NNNN.h5: one HDF5 file; epoch-NNNN: a sharded snapshot folder (a model on a keras.distribution mesh)
+_NAME = re.compile(r"^epoch-(\d{4,})(\.h5)?$")
 
 
-def checkpoint_path(directory: str | os.PathLike, epoch: int) -> Path:
-    return Path(directory) / f"epoch-{epoch:04d}.h5"
+def checkpoint_path(directory: str | os.PathLike, epoch: int, *, sharded: bool = False) -> Path:
+    return Path(directory) / (f"epoch-{epoch:04d}" if sharded else f"epoch-{epoch:04d}.h5")
 
 
-def save_checkpoint(directory: str | os.PathLike, snap: Snapshot, *, epoch: int, keep: int = 3) -> Path:
-    """Atomically write ``snap`` as epoch ``epoch``'s file and drop all but the newest ``keep``."""
+def save_checkpoint(directory: str | os.PathLike, snap: Snapshot, *, epoch: int, keep: int = 3,
+                    sharded: bool = False) -> Path:
+    """Atomically write ``snap`` as epoch ``epoch``'s file (``sharded``: folder) and drop all but the
+    newest ``keep``."""
     os.makedirs(directory, exist_ok=True)
-    path = save(snap, checkpoint_path(directory, epoch))
+    path = save(snap, checkpoint_path(directory, epoch, sharded=sharded), sharded=sharded)
     for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         try:
-            os.unlink(old)
+            shutil.rmtree(old) if os.path.isdir(old) else os.unlink(old)
         except OSError:  # another writer removed it first
             pass
     return path
@@ -56,7 +60,7 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
     out = []
     for name in os.listdir(directory):
         m = _NAME.match(name)
-        if m:
+        if m and (m.group(2) or os.path.isdir(os.path.join(directory, name))):
             out.append((int(m.group(1)), os.path.join(directory, name)))
     return sorted(out)
 
@@ -88,7 +92,10 @@ def open_verified(path: str) -> Snapshot:
     ...     print(snap["l"]["w"].read())
     [1. 1.]
     """
-    status = digest_status(path)
+    if os.path.isdir(path):  # a sharded folder: its index checksummed, every block's CRC read below
+        status = "sharded"
+    else:
+        status = digest_status(path)
     if status.startswith("mismatch"):
         raise StoreError(path, status[len("mismatch: "):] + ": damaged")
     if status == "absent":

@@ -12,7 +12,8 @@ from types import ModuleType
 
 from growstage.core.errors import GrowstageError
 
-_PIP = {"tensorflow": "tensorflow", "jax": "growstage[jax]", "torch": "growstage[torch]"}
+_PIP = {"tensorflow": "tensorflow", "jax": "growstage[jax]", "torch": "growstage[torch]",
+        "safetensors": "growstage[sharded]", "safetensors.numpy": "growstage[sharded]"}
 
 
 def require(module: str, what: str) -> ModuleType:

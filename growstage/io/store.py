@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -107,14 +108,21 @@ def _write_params(f: h5py.File, snap: Snapshot, path: Path) -> list[tuple]:
     return rows
 
 
-def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None,
+         sharded: bool = False) -> Path:
     """Write ``snapshot`` (a Snapshot or plain values dict) to ``path`` atomically.
 
     Extra ``meta`` entries (stage, epoch, ...) are merged into the snapshot's.
     Returns the final path.  An existing ``path`` that is not a regular file (FIFO, device,
     folder) or that the snapshot is read from is refused before anything is written
-    (:func:`growstage.io.outputs.check_output`).
+    (:func:`growstage.io.outputs.check_output`).  ``sharded=True``: a folder, each device's
+    shards written from that device, nothing gathered (:mod:`growstage.io.sharded_store`; a live
+    model's snapshot needs JAX).
     """
+    if sharded:
+        from growstage.io.sharded_store import save_sharded
+
+        return save_sharded(snapshot, path, meta=meta)
     snap = as_snapshot(snapshot)
     # never over a FIFO/device/folder, nor over the file this snapshot still reads from
     path = Path(check_output(path, snapshot_inputs(snap), suffix_hint=".h5"))
@@ -282,6 +290,10 @@ def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
     path = str(path)
     if not os.path.exists(path):
         raise StoreError(path, "no such file")
+    from growstage.io.sharded_store import is_sharded_snapshot, load_sharded
+
+    if is_sharded_snapshot(path):
+        return load_sharded(path)
     require_regular_file(path)
     try:
         f = h5py.File(path, "r")
@@ -332,7 +344,7 @@ def clean_stale_tmp(directory: str | os.PathLike) -> list[str]:
                 continue
             p = os.path.join(directory, name)
             try:
-                os.unlink(p)
+                shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)  # a sharded snapshot's temporary folder
                 removed.append(p)
             except OSError:
                 pass

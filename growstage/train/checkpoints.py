@@ -26,7 +26,8 @@ import numpy as np
 from growstage.framework.optimizer import ensure_built, optimizer_state
 from growstage.io.checkpoint_dir import (OPTIMIZER_SCOPE, checkpoint_path, latest_checkpoint, list_checkpoints,
                                         save_checkpoint)
-from growstage.framework.capture import snapshot
+from growstage.framework.capture import device_value, snapshot
+from growstage.framework.device_values import on_mesh
 from growstage.core.values import Param, Snapshot
 
 OPT = OPTIMIZER_SCOPE
@@ -38,18 +39,21 @@ def write_checkpoint(directory: str | os.PathLike, model: Any, *, epoch: int, st
     """Atomically write epoch ``epoch``'s checkpoint and drop all but the newest ``keep``."""
     os.makedirs(directory, exist_ok=True)
     snap = snapshot(model, allow_auto_names=allow_auto_names)
+    # a model laid out over a keras.distribution mesh: a sharded folder, each device writing its shards
+    sharded = on_mesh(model.weights)
     layers = dict(snap.layers)
     if getattr(model, "optimizer", None) is not None:
         ensure_built(model)
-        state = optimizer_state(model, allow_auto_names=allow_auto_names)
+        state = optimizer_state(model, allow_auto_names=allow_auto_names, device=sharded)
         layers[OPT] = {"iterations": Param(np.array(state["iterations"], dtype=np.int64))}
         for lname, params in state["slots"].items():
             layers[f"{OPT}/{lname}"] = {
-                f"{pname}#{fam}": Param(arr, split=snap.layers[lname][pname].split)
+                f"{pname}#{fam}": Param(device_value(arr), split=snap.layers[lname][pname].split)
                 for pname, fams in params.items() for fam, arr in fams.items()}
         meta = {**(meta or {}), "optimizer": state["class"]}
     return save_checkpoint(directory, Snapshot(layers, meta={**snap.meta, **(meta or {}), "epoch": epoch,
-                                                             "stage": stage}), epoch=epoch, keep=keep)
+                                                             "stage": stage}), epoch=epoch, keep=keep,
+                           sharded=sharded)
 
 
 def split_checkpoint(snap: Snapshot) -> tuple[Snapshot, dict | None]:
@@ -63,7 +67,9 @@ def split_checkpoint(snap: Snapshot) -> tuple[Snapshot, dict | None]:
             lname = k[len(OPT) + 1:]
             for key, prm in v.items():
                 pname, fam = key.rsplit("#", 1)
-                slots.setdefault(lname, {}).setdefault(pname, {})[fam] = prm.read()
+                # a sharded folder's slots stay lazy: each device reads its own region on resume
+                slots.setdefault(lname, {}).setdefault(pname, {})[fam] = \
+                    prm.value if hasattr(prm.value, "read_region") else prm.read()
     state = {"iterations": int(snap.layers[OPT]["iterations"].read()), "slots": slots,
              "class": snap.meta.get("optimizer")}
     return Snapshot(params, meta=snap.meta), state

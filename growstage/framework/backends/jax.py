@@ -19,6 +19,13 @@ READS_ALIAS = True
 DEVICE_RESIZE = True  # transfers slice / pad on the device (device_values.resize_device)
 
 
+def mesh_ops() -> Any:
+    """The kernels for arrays laid out over a ``keras.distribution`` mesh (:mod:`.jax_mesh`)."""
+    from growstage.framework.backends import jax_mesh
+
+    return jax_mesh
+
+
 def variable_class() -> type | None:
     from growstage.framework.backends import deferrable_variable_class
 

@@ -111,6 +111,10 @@ def detect_format(path: str) -> str:
     if not path:
         raise StoreError("''", "an empty path; give a checkpoint file or directory")
     if os.path.isdir(path):
+        from growstage.io.sharded_store import is_sharded_snapshot
+
+        if is_sharded_snapshot(path):
+            return "growstage"
         if checkpoint_prefix(path):
             return _tf_kind(path)
         raise StoreError(path, "a directory with neither a TensorFlow 'checkpoint' file nor epoch-NNNN.h5 "

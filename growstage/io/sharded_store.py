@@ -1,0 +1,283 @@
+"""Sharded snapshots: a folder with one safetensors file per device and a JSON index.
+
+Layout of ``path/``::
+
+    index.json                      format "growstage-sharded", version, meta, complete, structure_crc32,
+                                    per param: layer, param, split, roles, trainable, dtype, shape and
+                                    its blocks (file, key, start/stop per axis, crc32, byte count)
+    device-00003.safetensors        the blocks device 3 held (each distinct shard once: replicas left out)
+    host.safetensors                values that lived in host memory (numpy)
+
+Each device's blocks are copied from that device and written by themselves: nothing is gathered.  The
+folder is written under a temporary name beside ``path``, every file fsynced, the index last, then
+renamed: it is complete or absent.  A reader checks the index's structure checksum and, per block it
+reads, the block's CRC32; :meth:`ShardedArray.read_region` reads only the blocks that overlap the
+region asked for (a device on another mesh reads only what its shard needs).  safetensors cannot run
+code; the index is JSON.
+
+numpy, json and safetensors only: no framework import here.
+
+Example::
+
+    >>> import numpy as np, tempfile, os
+    >>> from growstage.core.values import Snapshot, Param
+    >>> path = os.path.join(tempfile.mkdtemp(), "snap")
+    >>> _ = save_sharded(Snapshot({"out": {"kernel": Param(np.eye(4, dtype="f4"))}}, meta={"epoch": 3}), path)
+    >>> with load_sharded(path) as snap:
+    ...     print(snap.meta["epoch"], snap["out"]["kernel"].value.read_region(((1, 2), (0, 4))).tolist())
+    3 [[0.0, 1.0, 0.0, 0.0]]
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from growstage.core.errors import StoreError
+from growstage.core.values import Param, Snapshot, as_snapshot
+from growstage.io.integrity import structure_crc
+from growstage.io.optional import require
+
+FORMAT = "growstage-sharded"
+FORMAT_VERSION = 1
+INDEX = "index.json"
+TMP_PREFIX = ".growstage-tmp-"
+_NATIVE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+           "uint64", "bool"}
+
+Bounds = tuple[tuple[int, int], ...]
+
+
+def is_sharded_snapshot(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding a sharded snapshot's index."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, INDEX))
+
+
+def _blocks_of(value: Any, shape: tuple[int, ...]) -> list[tuple[Bounds, str, Callable[[], np.ndarray]]]:
+    """``(bounds, file, read)`` per distinct block: a device array's shards, or the whole host value."""
+    if hasattr(value, "shards"):
+        return [(b, f"device-{dev:05d}", read) for b, dev, read in value.shards()]
+    whole = tuple((0, d) for d in shape)
+    return [(whole, "host", lambda v=value: np.asarray(v.read() if hasattr(v, "read") else v))]
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _crc(arr: np.ndarray) -> int:
+    from growstage.io.store import crc32
+
+    return crc32(arr)
+
+
+def _stored(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.name in _NATIVE:
+        return arr, False
+    return arr.reshape(-1).view(np.uint8), True  # bfloat16 and friends: their bytes, dtype in the index
+
+
+def _write_files(snap: Snapshot, tmp: str) -> tuple[list[dict], list[tuple]]:
+    """Every block into its device's file, one file at a time (a device's blocks only in memory)."""
+    save_file = require("safetensors.numpy", "a sharded snapshot").save_file
+
+    entries, per_file = [], {}
+    for lname, params in snap.layers.items():
+        for pname, prm in params.items():
+            shape, dtype = tuple(int(d) for d in prm.shape), np.dtype(prm.dtype)
+            if dtype.kind not in "biuf" and dtype.name != "bfloat16":
+                raise StoreError(tmp, f"param {lname}/{pname} has dtype {dtype}; only numeric arrays are stored")
+            e = {"layer": lname, "param": pname, "split": prm.split, "trainable": bool(prm.trainable),
+                 "roles": list(prm.roles) if prm.roles is not None else None, "dtype": dtype.name,
+                 "shape": list(shape), "blocks": []}
+            for bounds, fname, read in _blocks_of(prm.value, shape):
+                key = f"p{len(entries)}b{len(e['blocks'])}"
+                e["blocks"].append({"file": fname + ".safetensors", "key": key, "bounds": [list(b) for b in bounds]})
+                per_file.setdefault(fname, []).append((e["blocks"][-1], read))
+            entries.append(e)
+    for fname, blocks in per_file.items():
+        tensors = {}
+        for block, read in blocks:
+            arr = np.asarray(read())
+            block["crc32"], block["nbytes"] = _crc(arr), int(arr.nbytes)
+            tensors[block["key"]], block["raw"] = _stored(arr)
+        path = os.path.join(tmp, fname + ".safetensors")
+        save_file(tensors, path)
+        _fsync(path)
+        del tensors
+    rows = [_row(e) for e in entries]
+    return entries, rows
+
+
+def _row(e: dict) -> tuple:
+    blocks = json.dumps([[b["file"], b["key"], b["bounds"], b.get("crc32"), b.get("raw")] for b in e["blocks"]])
+    return (e["layer"], e["param"], json.dumps(e["split"]), json.dumps(e["roles"]), e["dtype"] + blocks,
+            tuple(e["shape"]), e["trainable"], 0)
+
+
+def save_sharded(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``snapshot`` as a sharded folder at ``path`` atomically (see the module doc).
+
+    A folder already at ``path`` is replaced only if it is a sharded snapshot itself.
+    """
+    from growstage.io.store import _jsonable_meta
+
+    snap = as_snapshot(snapshot)
+    path = Path(path)
+    if path.exists() and not is_sharded_snapshot(path):
+        raise StoreError(str(path), "exists and is not a sharded growstage snapshot: not replaced; "
+                                    "give a new folder name")
+    all_meta = {**snap.meta, **(meta or {})}
+    meta_json = _jsonable_meta(all_meta)
+    parent = str(path.parent) or "."
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
+    try:
+        entries, rows = _write_files(snap, tmp)
+        index = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": True, "meta": meta_json,
+                 "structure_crc32": structure_crc(meta_json, rows), "params": entries}
+        with open(os.path.join(tmp, INDEX), "w") as fh:
+            json.dump(index, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync(tmp)
+        _swap_in(tmp, path, parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_in(tmp: str, path: Path, parent: str) -> None:
+    old = None
+    if path.exists():  # an older snapshot of the same name: moved aside, removed once the new one is in
+        old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-old-", dir=parent)
+        os.rmdir(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class ShardedArray:
+    """One param of a sharded snapshot, read on demand: whole (:meth:`read`) or a region."""
+
+    def __init__(self, folder: str, entry: dict, files: "_Files"):
+        self._folder, self._entry, self._files = folder, entry, files
+        self.shape = tuple(int(d) for d in entry["shape"])
+        self.dtype = _dtype(entry["dtype"])
+        self._label = f"{entry['layer']}/{entry['param']}"
+
+    def _block(self, b: dict) -> np.ndarray:
+        lo = [int(x[0]) for x in b["bounds"]]
+        hi = [int(x[1]) for x in b["bounds"]]
+        try:
+            arr = self._files.get(b["file"]).get_tensor(b["key"])
+        except Exception as e:  # safetensors raises its own error types on damage
+            raise StoreError(self._folder, f"cannot read param {self._label} from {b['file']}: {e}") from None
+        if _crc(arr) != int(b["crc32"]):
+            raise StoreError(self._folder, f"checksum mismatch in param {self._label} ({b['file']}): damaged")
+        block_shape = tuple(h - l for l, h in zip(lo, hi))
+        if b.get("raw"):
+            arr = arr.view(self.dtype)
+        if arr.size != math.prod(block_shape):
+            raise StoreError(self._folder, f"block of {self._label} in {b['file']} has the wrong size: damaged")
+        return arr.reshape(block_shape).astype(self.dtype, copy=False)
+
+    def read_region(self, bounds: Bounds) -> np.ndarray:
+        """The entries ``[start, stop)`` per axis; only the blocks that overlap them are read."""
+        bounds = tuple((int(a), int(b)) for a, b in bounds)
+        out = np.empty(tuple(b - a for a, b in bounds), self.dtype)
+        covered = 0
+        for b in self._entry["blocks"]:
+            inter = [(max(a, int(x[0])), min(z, int(x[1]))) for (a, z), x in zip(bounds, b["bounds"])]
+            if any(lo >= hi for lo, hi in inter) and out.size:
+                continue
+            block = self._block(b)
+            src = tuple(slice(lo - int(x[0]), hi - int(x[0])) for (lo, hi), x in zip(inter, b["bounds"]))
+            dst = tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(inter, bounds))
+            out[dst] = block[src]
+            covered += math.prod(max(0, hi - lo) for lo, hi in inter)
+        if covered != out.size:
+            raise StoreError(self._folder, f"the blocks of {self._label} do not cover {bounds}: damaged index")
+        return out
+
+    def read(self) -> np.ndarray:
+        return self.read_region(tuple((0, d) for d in self.shape))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.read()
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def _dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+class _Files:
+    """Open safetensors files of one folder (opened on first use, names checked against the folder)."""
+
+    def __init__(self, folder: str):
+        self.folder, self.open = folder, {}
+
+    def get(self, name: str) -> Any:
+        safe_open = require("safetensors", "a sharded snapshot").safe_open
+
+        if name not in self.open:
+            if os.path.basename(name) != name or not name.endswith(".safetensors"):
+                raise StoreError(self.folder, f"index names the file {name!r}: not a shard of this folder")
+            self.open[name] = safe_open(os.path.join(self.folder, name), framework="np")
+        return self.open[name]
+
+    def close(self) -> None:
+        self.open.clear()
+
+
+def load_sharded(path: str | os.PathLike) -> Snapshot:
+    """Open a sharded snapshot folder; params are :class:`ShardedArray` values read on demand."""
+    folder = os.fspath(path)
+    try:
+        with open(os.path.join(folder, INDEX)) as fh:
+            index = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise StoreError(folder, f"no readable {INDEX} ({type(e).__name__}: {e}): not a complete sharded snapshot")
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise StoreError(folder, f"{INDEX} is not a growstage sharded snapshot index")
+    if index.get("format_version") != FORMAT_VERSION:
+        raise StoreError(folder, f"format version {index.get('format_version')!r} is not supported "
+                                 f"(this growstage reads {FORMAT_VERSION})")
+    if index.get("complete") is not True:
+        raise StoreError(folder, "snapshot is incomplete (its writer did not finish)")
+    try:
+        meta_json, entries = str(index["meta"]), list(index["params"])
+        meta = json.loads(meta_json)
+        ok = int(index["structure_crc32"]) == structure_crc(meta_json, [_row(e) for e in entries])
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(folder, f"damaged index ({type(e).__name__}: {e})") from None
+    if not ok:
+        raise StoreError(folder, "names, split info, roles, dtypes, shapes, blocks or metadata differ from what "
+                                 "was written (structure checksum mismatch): damaged or edited")
+    files = _Files(folder)
+    layers: dict[str, dict[str, Param]] = {}
+    for e in entries:
+        roles = tuple(e["roles"]) if e["roles"] is not None else None
+        layers.setdefault(e["layer"], {})[e["param"]] = Param(ShardedArray(folder, e, files), split=e["split"],
+                                                              roles=roles, trainable=bool(e["trainable"]))
+    return Snapshot(layers, meta=meta, path=folder, closer=files.close)
