@@ -39,6 +39,7 @@ class PlanRow:
     mode: str | None = None
     fill: str | None = None
     split_derived: bool = False
+    origin: str = ""  # the original file's tensor (and slice, layout) the value comes from, when renamed
 
     def __post_init__(self) -> None:
         self.action = Action(self.action).value  # a plain str: one of the vocabulary's actions
