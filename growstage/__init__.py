@@ -38,7 +38,7 @@ _LAZY = {
     "keras_lstm_to_tf1": "interop.lstm_layouts", "tf1_lstm_to_keras": "interop.lstm_layouts",
     "Schedule": "train.schedule", "Stage": "train.schedule", "layerwise": "train.layerwise",
     "stack": "train.layerwise", "returnn_pretrain": "train.pretrain", "GrowingHistory": "train.fitting", "fit": "train.fitting",
-    "stack_rename": "core.stacking", "GrowthLR": "train.growth_lr",
+    "stack_rename": "core.stacking", "GrowthLR": "train.growth_lr", "export_hf": "interop.hf.export",
 }
 # the layer packages, reachable as attributes without an import
 _SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools", "returnn",

@@ -175,7 +175,11 @@ class _Shards:
 
     def get(self, path: str) -> Any:
         if path not in self.handles:
-            from safetensors import safe_open
+            try:
+                from safetensors import safe_open
+            except ImportError:
+                raise StoreError(path, "reading safetensors needs the safetensors package "
+                                       "(pip install 'growstage[hf]')") from None
 
             self.handles[path] = safe_open(path, framework="np")
         return self.handles[path]
