@@ -185,3 +185,26 @@ def test_cli_inspect_and_export(folders, tmp_path, capsys):
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     want = H.keras_logits(model, IDS)
     np.testing.assert_allclose(H.hf_logits(back, IDS), want, atol=_tol(want))
+
+
+def _gpt2_backbone(layers=2, hidden=32, heads=2):
+    return keras_hub.models.GPT2Backbone(vocabulary_size=64, num_layers=layers, num_heads=heads, hidden_dim=hidden,
+                                         intermediate_dim=4 * hidden, max_sequence_length=16, dropout=0.0)
+
+
+def test_rebuild_and_preload_take_the_folder(folders):
+    folder, _ = folders["gpt2"]
+    ref = keras_hub.models.GPT2Backbone.from_preset(folder)
+    want = {v.path: keras.ops.convert_to_numpy(v) for v in ref.weights}
+    big, rep = growstage.rebuild(lambda: _gpt2_backbone(layers=4), folder, mode="subset", allow_new_layers=True,
+                                 allow_auto_names=True)
+    assert rep.row("transformer_layer_1/self_attention/query/kernel").origin.startswith(
+        "transformer.h.1.attn.c_attn.weight[:, 0:32]")
+    got = {v.path: keras.ops.convert_to_numpy(v) for v in big.weights}
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert any(k.startswith("transformer_layer_3/") for k in got)
+    same = _gpt2_backbone()
+    rep = growstage.preload(same, {"hf": {"filename": folder, "preset": "hf-gpt2"}}, allow_auto_names=True)
+    assert rep.counts() == {"copied": len(want)}
+    got = {v.path: keras.ops.convert_to_numpy(v) for v in same.weights}
+    assert all(np.array_equal(got[k], want[k]) for k in want)
