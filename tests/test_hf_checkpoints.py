@@ -69,7 +69,7 @@ def test_open_checkpoint_lists_hf_names_and_reads_lazily(folders, monkeypatch):
 def test_same_size_load_equals_keras_hub_from_preset(folders, family):
     folder, model = folders[family]
     ref, target = _same_size_target(family, folder)
-    rep = growstage.transfer(folder, target, allow_auto_names=True)
+    rep = growstage.transfer(folder, target)
     got = {v.path: keras.ops.convert_to_numpy(v) for v in target.weights}
     want = {v.path: keras.ops.convert_to_numpy(v) for v in ref.weights}
     assert set(got) == set(want)
@@ -93,9 +93,9 @@ def test_config_differences_are_noted_and_refused_in_exact_mode(tmp_path):
                                             num_key_value_heads=2, hidden_dim=32, intermediate_dim=48,
                                             tie_word_embeddings=True)
     with pytest.raises(growstage.PlanError, match="rms_norm_eps=1e-05 but the target's layer_norm_epsilon=1e-06"):
-        growstage.plan(folder, target, allow_auto_names=True)
+        growstage.plan(folder, target)
     before = [keras.ops.convert_to_numpy(v) for v in target.weights]
-    p = growstage.plan(folder, target, mode="subset", allow_auto_names=True)
+    p = growstage.plan(folder, target, mode="subset")
     assert any("rms_norm_eps" in n for n in p.notes)
     assert all(np.array_equal(a, keras.ops.convert_to_numpy(v)) for a, v in zip(before, target.weights))
 
@@ -105,7 +105,7 @@ def test_bert_exact_gelu_is_a_difference(tmp_path):
     H.save(H.bert(), folder)
     target = keras_hub.models.BertBackbone.from_preset(folder)
     with pytest.raises(growstage.PlanError, match="exact gelu"):
-        growstage.plan(folder, target, allow_auto_names=True)
+        growstage.plan(folder, target)
 
 
 def test_unknown_model_type_lists_presets(folders, tmp_path):
@@ -117,8 +117,8 @@ def test_unknown_model_type_lists_presets(folders, tmp_path):
     target = keras_hub.models.GPT2Backbone(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=32,
                                            intermediate_dim=128, max_sequence_length=16)
     with pytest.raises(growstage.GrowstageError, match="model_type 't5' has no growstage preset; known: .*hf-gpt2"):
-        growstage.transfer(folder, target, allow_auto_names=True)
-    growstage.transfer(folder, target, preset="hf-gpt2", allow_auto_names=True)  # the user names the layout
+        growstage.transfer(folder, target)
+    growstage.transfer(folder, target, preset="hf-gpt2")  # the user names the layout
     with pytest.raises(growstage.GrowstageError, match="did you mean 'hf-gpt2'"):
         growstage.transfer(folder, target, preset="hf-gtp2")
 
@@ -127,7 +127,7 @@ def test_unknown_model_type_lists_presets(folders, tmp_path):
 def test_export_round_trip_through_transformers(folders, tmp_path, family):
     folder, model = folders[family]
     ref, target = _same_size_target(family, folder)
-    growstage.transfer(folder, target, allow_auto_names=True)
+    growstage.transfer(folder, target)
     out = growstage.export_hf(target, tmp_path / "out", max_shard_size="8KB")
     assert H.n_shards(tmp_path / "out") > 2 and "model.safetensors.index.json" in out["files"]
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
@@ -196,15 +196,39 @@ def test_rebuild_and_preload_take_the_folder(folders):
     folder, _ = folders["gpt2"]
     ref = keras_hub.models.GPT2Backbone.from_preset(folder)
     want = {v.path: keras.ops.convert_to_numpy(v) for v in ref.weights}
-    big, rep = growstage.rebuild(lambda: _gpt2_backbone(layers=4), folder, mode="subset", allow_new_layers=True,
-                                 allow_auto_names=True)
+    big, rep = growstage.rebuild(lambda: _gpt2_backbone(layers=4), folder, mode="subset", allow_new_layers=True)
     assert rep.row("transformer_layer_1/self_attention/query/kernel").origin.startswith(
         "transformer.h.1.attn.c_attn.weight[:, 0:32]")
     got = {v.path: keras.ops.convert_to_numpy(v) for v in big.weights}
     assert all(np.array_equal(got[k], want[k]) for k in want)
     assert any(k.startswith("transformer_layer_3/") for k in got)
     same = _gpt2_backbone()
-    rep = growstage.preload(same, {"hf": {"filename": folder, "preset": "hf-gpt2"}}, allow_auto_names=True)
+    rep = growstage.preload(same, {"hf": {"filename": folder, "preset": "hf-gpt2"}})
     assert rep.counts() == {"copied": len(want)}
     got = {v.path: keras.ops.convert_to_numpy(v) for v in same.weights}
     assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def _gpt2_task(layers=2, hidden=32, heads=2):
+    return keras_hub.models.GPT2CausalLM(backbone=_gpt2_backbone(layers, hidden, heads), preprocessor=None)
+
+
+@pytest.mark.parametrize("how", ["depth", "width", "rebuild"])
+def test_grow_on_load_keeps_the_hf_models_logits(folders, how):
+    folder, model = folders["gpt2"]
+    ref = H.hf_logits(model, IDS)
+    if how == "depth":
+        task = _gpt2_task(layers=4)
+        rep = growstage.transfer(folder, task, preset="hf-gpt2", mode="subset", fill="preserve", allow_new_layers=True)
+        assert rep.counts()["zeroed"] == 8  # attention output and FFN down-projection of the two new blocks
+    elif how == "width":
+        task = _gpt2_task(hidden=64, heads=4)
+        rep = growstage.transfer(folder, task, mode="subset", fill="double")
+    else:
+        task, rep = growstage.rebuild(lambda: _gpt2_task(layers=4, hidden=64, heads=4), folder, mode="subset",
+                                      fill="double", fills={"transformer_layer_2": "preserve",
+                                                            "transformer_layer_3": "preserve"},
+                                      allow_new_layers=True)
+    np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))
+    from_file = [r for r in rep.rows if r.source is not None]
+    assert from_file and all(r.origin.startswith("transformer.") for r in from_file)
