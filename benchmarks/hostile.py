@@ -163,6 +163,14 @@ def _flips(d: str, n: int, rnd: random.Random) -> dict[str, str]:
     return out
 
 
+def _hf_cases(d: str, secret: str) -> dict[str, tuple[str, str]]:
+    """Hostile Hugging Face folders (issue 25): ``{name: (folder, expected outcome)}``."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import hf_hostile_cases
+
+    return hf_hostile_cases.cases(d, secret)
+
+
 def worker() -> None:
     """Answer one JSON line per case path read from stdin."""
     import warnings
@@ -235,7 +243,9 @@ def main() -> int:
     secret = os.path.join(d, "secret.bin")
     open(secret, "wb").write(SECRET)
     bases = _bases(d)
-    cases = {**_hand_built(d, secret), **_mutations(bases, d, args.mutations, rnd), **_flips(d, args.flips, rnd)}
+    hf = _hf_cases(d, secret)
+    cases = {**_hand_built(d, secret), **{n: f for n, (f, _) in hf.items()}, **_mutations(bases, d, args.mutations, rnd),
+             **_flips(d, args.flips, rnd)}
     proc, counts, bad, peak = _start(), {}, [], 0
     t0 = time.perf_counter()
     for name, path in cases.items():
@@ -244,7 +254,8 @@ def main() -> int:
         counts[key] = counts.get(key, 0) + 1
         counts["outside read"] = counts.get("outside read", 0) + res["outside"]
         peak = max(peak, res.get("rss", 0))
-        if key in ("escape", "crash", "hang") or res["outside"] or (name.startswith("flip") and key == "loaded" and "padding" not in name):
+        if key in ("escape", "crash", "hang") or res["outside"] or (name in hf and key != hf[name][1]) \
+                or (name.startswith("flip") and key == "loaded" and "padding" not in name):
             bad.append(f"{name}: {res['outcome']}{' (outside read)' if res['outside'] else ''}")
         if not name.startswith(("mutation", "flip")):
             print(f"{name:32s} {res['outcome']}")

@@ -39,6 +39,7 @@ _LAZY = {
     "Schedule": "train.schedule", "Stage": "train.schedule", "layerwise": "train.layerwise",
     "stack": "train.layerwise", "returnn_pretrain": "train.pretrain", "GrowingHistory": "train.fitting", "fit": "train.fitting",
     "stack_rename": "core.stacking", "GrowthLR": "train.growth_lr", "trusted_paths": "interop.trust",
+    "export_hf": "interop.hf.export",
 }
 # the layer packages, reachable as attributes without an import
 _SUBPACKAGES = ("core", "io", "framework", "engine", "train", "interop", "cli", "demo", "filetools", "returnn",

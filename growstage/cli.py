@@ -8,6 +8,8 @@
     growstage diff A B [--json]                     what differs; exit 1 when anything does
     growstage convert SRC OUT.h5 [rules]            any readable format to growstage HDF5
     growstage export SRC OUT.safetensors --to torch a PyTorch state_dict of SRC (a file growstage reads)
+    growstage export MODEL.keras OUT_DIR --to hf [--preset hf-gpt2] [--max-shard-size 2GB]
+                                                    a Hugging Face folder of a saved keras_hub model
 
 Rules (plan, apply, convert): --strip-prefix P, --add-prefix P, --rename OLD=NEW (a scope
 when OLD ends in '/'), --regex PATTERN=REPLACEMENT, --ignore NAME, --ignore-prefix P.
@@ -231,9 +233,29 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _export_hf(args: argparse.Namespace) -> int:
+    import keras
+
+    import keras_hub  # noqa: F401  (registers keras_hub's classes for load_model)
+
+    from growstage.interop.hf.export import export_hf
+
+    if not os.path.isfile(args.src) or not args.src.endswith(".keras"):
+        raise GrowstageError(f"{args.src}: --to hf exports a saved keras_hub model (MODEL.keras)")
+    model = keras.saving.load_model(args.src)  # safe_mode: no lambda deserialisation
+    out = export_hf(model, args.output, preset=args.preset, max_shard_size=args.max_shard_size)
+    print(json.dumps(out, indent=1) if args.json else
+          f"wrote {args.output}: {len(out['files'])} files, {out['tensors']} tensors, {out['bytes']:,d} bytes")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from growstage.export import save_safetensors
 
+    if args.to == "hf":
+        return _export_hf(args)
+    if args.preset is not None or args.max_shard_size is not None:
+        raise GrowstageError("--preset and --max-shard-size apply to --to hf only")
     # a path is only ever read, never imported: only plan --into loads code (a missing file is "no such file")
     src = args.src
     report = save_safetensors(src, args.output, naming=_pairs(args.naming, "--naming"),
@@ -309,13 +331,19 @@ def _add_plan_parser(sub: Any, cmd: str = "plan") -> None:
 
 
 def _add_export_parser(sub: Any) -> None:
-    p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
+    p = sub.add_parser("export", help="export to a PyTorch state_dict or a Hugging Face folder (safetensors)",
                        description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
                        "file and print one row per tensor (what was transposed or reordered).")
     p.add_argument("src", metavar="SRC", help=_SRC_HELP + "; read only, never imported (a model built in code: "
                    "growstage.export.save_safetensors(model, path) in Python)")
     p.add_argument("output", help="the .safetensors file to write (atomically)")
-    p.add_argument("--to", required=True, choices=["torch"], help="the target framework")
+    p.add_argument("--to", required=True, choices=["torch", "hf"],
+                   help="torch: one state_dict file; hf: a Hugging Face folder (config.json, safetensors shards, "
+                   "index) of a saved keras_hub model")
+    p.add_argument("--preset", choices=["hf-gpt2", "hf-llama", "hf-gemma", "hf-bert"],
+                   help="--to hf: the HF layout (default: from the keras_hub backbone class)")
+    p.add_argument("--max-shard-size", dest="max_shard_size", metavar="SIZE",
+                   help="--to hf: largest shard, bytes or e.g. 2GB, 500MB (default 2GB)")
     p.add_argument("--naming", action="append", metavar="LAYER=MODULE.PATH",
                    help="torch module path of a Keras layer (default: the layer name); repeatable")
     p.add_argument("--type", dest="types", action="append", metavar="LAYER=KERAS_TYPE",

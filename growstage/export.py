@@ -15,5 +15,6 @@ from __future__ import annotations
 
 from growstage.interop.torch_export import export_state_dict, from_torch, save_safetensors, to_torch  # noqa: F401
 from growstage.interop.torch_layouts import KINDS, TorchLayoutError  # noqa: F401
+from growstage.interop.hf.export import export_hf  # noqa: F401
 
-__all__ = ["KINDS", "TorchLayoutError", "export_state_dict", "from_torch", "save_safetensors", "to_torch"]
+__all__ = ["KINDS", "TorchLayoutError", "export_hf", "export_state_dict", "from_torch", "save_safetensors", "to_torch"]

@@ -54,6 +54,7 @@ class TransferOptions:
     on_values: Callable[[dict], dict | None] | None = None
     rules: Any = None
     source_model: Any = None
+    preset: str | None = None  # how a Hugging Face folder's names map to keras_hub's (hf-gpt2, ...)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -79,6 +80,10 @@ class TransferOptions:
             raise GrowstageError(f"fill_noise must be a finite number >= 0, not {noise!r}")
         set_(self, "fill_seed", int(self.fill_seed))
         set_(self, "fill_noise", float(noise))
+        if self.preset is not None:
+            from growstage.io.readers.hf_presets import family
+
+            family(self.preset)  # an unknown preset fails here, listing the known ones
         if self.on_nonfinite not in ("report", "error"):
             raise GrowstageError(f"on_nonfinite must be 'report' or 'error', not {self.on_nonfinite!r}")
 

@@ -110,7 +110,7 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
         raise GrowstageError(f"model: {type(model).__name__} {getattr(model, 'name', '')!r} is a layer, not a model; "
                              "pass the model that holds it, or use set_param_values_by_dict(layer, values)")
     src = resolve_source(source, allow_auto_names=opts.allow_auto_names, naming_model=opts.source_model or model,
-                         allow_large=opts.allow_large)
+                         allow_large=opts.allow_large, preset=opts.preset)
     targets = describe(model, allow_auto_names=opts.allow_auto_names)
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     # flat checkpoint names (a path, an open Reader): cut into layer/param at the target's layer names
@@ -120,6 +120,7 @@ def plan(source: Any, model: Any, options: TransferOptions | None = None, **kwar
         src = edit_values(src, opts.on_values)
     try:
         p = plan_for(src, targets, opts)
+        p.notes += hf_differences(src, model, opts)
     except PlanError as e:
         if e.source is None and (path or src.path):
             raise PlanError(e.problems, source=str(path or src.path)) from None
@@ -141,9 +142,41 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
     planner.preserve_findings()
     if planner.problems:
         raise PlanError(planner.problems)
+    name_origins(planner.rows, planner.src)
     notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
                                + planner.notes + idle_options(planner.rows, opts)))
     return Plan(planner.rows, planner.src, targets, opts, notes)
+
+
+def name_origins(rows: list[PlanRow], src: Snapshot) -> None:
+    """Each row's ``origin``: the tensor of the original file its value comes from (a Hugging Face
+    folder's tensor and slice, say), where the source's reader knows it."""
+    layers = src.layers
+    for r in rows:
+        if r.source is None or r.param is None:
+            continue
+        prm = layers.get(r.source_layer or "", {}).get(r.param)
+        origin = getattr(getattr(prm, "value", None), "origin", "")
+        if origin and origin != r.source:
+            r.origin = origin
+
+
+def hf_differences(src: Snapshot, model: Any, opts: TransferOptions) -> list[str]:
+    """Notes on non-weight settings (norm epsilon, activation, rope theta, vocabulary) on which a Hugging
+    Face folder's config.json and the keras_hub target disagree; under mode 'exact' a PlanError."""
+    preset, config = src.meta.get("hf_preset"), src.meta.get("hf_config")
+    if not preset or not isinstance(config, dict):
+        return []
+    from growstage.io.readers.hf_presets import family
+
+    backbone = getattr(model, "backbone", model)
+    if not hasattr(backbone, "get_config") or "vocabulary_size" not in backbone.get_config():
+        return [f"{preset}: the target is not a keras_hub backbone or task model; config.json not compared"]
+    found = [f"{preset}: {d}" for d in family(preset).differences(config, backbone)]
+    if found and opts.mode == Mode.EXACT:
+        raise PlanError(found + ["mode='exact' refuses a target whose settings differ from config.json; build "
+                                 "the target to match, or pass mode='subset' to accept (the plan notes them)"])
+    return found
 
 
 _NOISY = (Fill.NET2NET, Fill.CLONE, Fill.LEMON)  # the fills fill_noise acts on (core.growth)

@@ -39,6 +39,7 @@ class PlanRow:
     mode: str | None = None
     fill: str | None = None
     split_derived: bool = False
+    origin: str = ""  # the original file's tensor (and slice, layout) the value comes from, when renamed
 
     def __post_init__(self) -> None:
         self.action = Action(self.action).value  # a plain str: one of the vocabulary's actions
@@ -73,7 +74,7 @@ def _ranges(nums: list[int]) -> str:
 def _group_key(row: PlanRow):
     """Rows that differ only in the layer's last number share a key."""
     if row.layer is not None:
-        if row.source not in (None, row.target):
+        if row.source not in (None, row.target) or row.origin:  # each row names its own file tensor
             return None, None
         name = row.layer
     else:  # an unused or ignored source param: ``param`` is its name
@@ -140,6 +141,7 @@ def rich_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True) -> "ric
         if r.split_derived:
             note = (note + "; " if note else "") + "old split derived from the new"
         source = "=" if r.source is not None and r.source == label and r.layer is not None else (r.source or "-")
+        source = r.origin or source  # the file's own tensor (a Hugging Face name and slice)
         action = f"[{_ACTION_STYLE[r.action]}]{r.action}[/]" if r.action in _ACTION_STYLE else r.action
         table.add_row(rich.markup.escape(label), action, rich.markup.escape(source), _fmt_shape(r),
                       rich.markup.escape(note))

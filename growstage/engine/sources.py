@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
+from growstage.core.errors import GrowstageError
 from growstage.core.rules import Rules
 from growstage.io.readers.base import Reader
 from growstage.core.values import Param, Snapshot, as_snapshot, snapshot_from_flat
@@ -28,11 +29,14 @@ def _is_keras_model(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "weights") and hasattr(obj, "get_layer")
 
 
-def open_checkpoint(path: str | os.PathLike, *, model: Any = None, allow_large: bool = False) -> Reader:
+def open_checkpoint(path: str | os.PathLike, *, model: Any = None, allow_large: bool = False,
+                    preset: str | None = None) -> Reader:
     """Open any checkpoint growstage reads, lazily: names, shapes, dtypes, ``read(name, index)``.
 
     ``model`` (a model of the architecture that wrote a Keras weight file) names its layers and params.
-    ``allow_large`` accepts HDF5 datasets that declare far more bytes than their file holds.  Any
+    ``allow_large`` accepts HDF5 datasets that declare far more bytes than their file holds.  A Hugging
+    Face folder lists HF's tensor names; with ``preset=`` (``hf-gpt2``, ``hf-llama``, ``hf-gemma``,
+    ``hf-bert``) it lists keras_hub's names and layouts instead.  Any
     failure to read the file is a :class:`~growstage.core.errors.GrowstageError` naming it.
 
     Example::
@@ -49,7 +53,20 @@ def open_checkpoint(path: str | os.PathLike, *, model: Any = None, allow_large: 
     names = None
     if model is not None:
         from growstage.framework.capture import param_names as names
-    return open_file(path, model=model, param_names=names, allow_large=allow_large)
+    reader = open_file(path, model=model, param_names=names, allow_large=allow_large)
+    if preset is None:
+        return reader
+    if reader.format != "hf":
+        reader.close()
+        raise GrowstageError(f"preset={preset!r}: {os.fspath(path)} is not a Hugging Face folder (config.json "
+                             "with model.safetensors or its index); preset= applies to those only")
+    from growstage.io.readers.hf_presets import map_reader
+
+    try:
+        return map_reader(reader, preset)
+    except BaseException:
+        reader.close()
+        raise
 
 
 def is_flat_source(source: Any) -> bool:
@@ -58,23 +75,26 @@ def is_flat_source(source: Any) -> bool:
 
 
 def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model: Any = None,
-                   allow_large: bool = False) -> Snapshot:
+                   allow_large: bool = False, preset: str | None = None) -> Snapshot:
     """A Snapshot from a Snapshot, an open :class:`Reader` (e.g. ``growstage.returnn.open_returnn``), a
     checkpoint path (any format the readers know, or a ``fit`` checkpoint directory: its latest verified
     ``epoch-NNNN.h5``), a Keras model or a values dict.
 
-    ``naming_model`` names the layers of Keras weight files (see :mod:`growstage.io.readers`).
+    ``naming_model`` names the layers of Keras weight files (see :mod:`growstage.io.readers`).  A Hugging
+    Face folder is read with keras_hub's names: ``preset`` (``hf-gpt2``, ...) or its config.json's model_type.
     """
+    if preset is not None and not isinstance(source, (str, os.PathLike)):
+        raise GrowstageError(f"preset={preset!r} applies to a Hugging Face folder path, not a "
+                             f"{type(source).__name__}")
     if isinstance(source, Snapshot):
         return source
     if isinstance(source, Reader):
         return source.to_snapshot()
     if isinstance(source, (str, os.PathLike)):
-        from growstage.core.errors import GrowstageError
         from growstage.io.readers import READ_ERRORS, as_store_error
 
         try:
-            return _from_path(source, naming_model, allow_large)
+            return _from_path(source, naming_model, allow_large, preset)
         except GrowstageError:
             raise
         except READ_ERRORS as e:  # whatever a reader lets slip is still an error naming the file
@@ -86,17 +106,31 @@ def resolve_source(source: Any, *, allow_auto_names: bool = False, naming_model:
     return as_snapshot(source)
 
 
-def _from_path(source: str | os.PathLike, naming_model: Any, allow_large: bool) -> Snapshot:
+def _from_path(source: str | os.PathLike, naming_model: Any, allow_large: bool, preset: str | None) -> Snapshot:
     from growstage.io.checkpoint_dir import params_only, resolve_training_dir
     from growstage.io.readers import detect_format
 
     source, note = resolve_training_dir(source)  # a fit checkpoint_dir: its latest verified epoch
-    if detect_format(source) == "growstage":
+    kind = detect_format(source)
+    if kind == "growstage":
         from growstage.io.store import load
 
         snap = params_only(load(source, allow_large=allow_large))
         snap.notes += [note] if note else []
         return snap
+    if kind == "hf":  # keras_hub names whether or not preset= is given (config.json's model_type decides)
+        from growstage.io.readers.hf_folder import open_hf_folder
+        from growstage.io.readers.hf_presets import map_reader
+
+        raw = open_hf_folder(source)
+        try:
+            return map_reader(raw, preset).to_snapshot()
+        except BaseException:
+            raw.close()
+            raise
+    if preset is not None:
+        raise GrowstageError(f"preset={preset!r}: {os.fspath(source)} is not a Hugging Face folder (config.json "
+                             "with model.safetensors or its index); preset= applies to those only")
     return open_checkpoint(source, model=naming_model, allow_large=allow_large).to_snapshot()
 
 

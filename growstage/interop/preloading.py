@@ -14,7 +14,8 @@ name the file lacks, or None.  ``filename`` may also be an open
 :class:`~growstage.Reader`, e.g. ``growstage.returnn.open_returnn(path)`` for a
 RETURNN checkpoint; it stays open (its owner closes it).  ``only``: target layer names (full names, prefix
 included) to load; the entry's other layers are left as they are and reported as
-``kept-init`` ("not in only=: untouched").  Name lists may be one bare name.  All entries form
+``kept-init`` ("not in only=: untouched").  ``preset``: how a Hugging Face folder's names map to keras_hub's
+(``hf-gpt2``, ...; default: its config.json's model_type).  Name lists may be one bare name.  All entries form
 one transfer: all or nothing.  ``allow_large``: see :func:`growstage.load`.
 
 Strict like the rest of growstage: an ``ignore_params`` name, an
@@ -51,7 +52,7 @@ from growstage.engine.writing import apply
 from growstage.core.values import Param, Snapshot
 
 ENTRY_KEYS = ("filename", "prefix", "init_for_train", "ignore_missing", "ignore_params",
-              "ignore_params_prefixes", "var_name_mapping", "custom_missing_load_func", "only")
+              "ignore_params_prefixes", "var_name_mapping", "custom_missing_load_func", "only", "preset")
 
 
 def _applies(opts: Mapping[str, Any], training: bool, resuming: bool) -> bool:
@@ -76,6 +77,21 @@ def _entry_options(entry: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         if opts.get(key) is not None:
             opts[key] = name_list(opts[key], f"preload_from_files[{entry!r}] {key}")
     return opts
+
+
+def _keras_hub_names(reader: Reader, preset: str | None, readers: list[Reader]) -> Reader:
+    """A Hugging Face folder read with keras_hub's names (``preset``, or its config.json's model_type)."""
+    if reader.format != "hf" or "hf_preset" in reader.meta:
+        if preset is not None and reader.format != "hf":
+            raise GrowstageError(f"preload: preset={preset!r} applies to Hugging Face folders, not {reader.path}")
+        return reader
+    from growstage.io.readers.hf_presets import map_reader
+
+    mapped = map_reader(reader, preset)
+    if not any(r is reader for r in readers):
+        mapped.closer = None  # the caller's open Reader: its owner closes it
+    readers.append(mapped)
+    return mapped
 
 
 def _nothing_applies(entries: Mapping[str, Mapping[str, Any]], training: bool) -> GrowstageError:
@@ -135,6 +151,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
             if not isinstance(reader, Reader):
                 reader = open_checkpoint(reader, model=model, allow_large=allow_large)
                 readers.append(reader)
+            reader = _keras_hub_names(reader, opts.get("preset"), readers)
             n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
             only_keys |= outside
             notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")

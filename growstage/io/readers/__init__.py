@@ -2,7 +2,8 @@
 
 ``open_checkpoint(path)`` recognises the format from the file itself:
 growstage HDF5, TF1 and TF2 checkpoints (directory, prefix or ``.index``),
-a ``fit`` checkpoint directory (its latest verified ``epoch-NNNN.h5``),
+a ``fit`` checkpoint directory (its latest verified ``epoch-NNNN.h5``), a Hugging Face model folder
+(safetensors, sharded or not; HF's tensor names),
 Keras 3 ``.weights.h5`` and ``.keras``, legacy Keras 2 ``.h5`` and ``.npz``.
 
 Example::
@@ -95,7 +96,7 @@ def _tf_kind(path: str) -> str:
 
 
 def detect_format(path: str) -> str:
-    """``growstage`` | ``tf`` | ``keras`` | ``npz``, from the file's own first bytes (an HDF5 signature, a zip
+    """``growstage`` | ``tf`` | ``keras`` | ``npz`` | ``hf``, from the file's own first bytes (an HDF5 signature, a zip
     header, a TensorFlow index footer); raises :class:`StoreError` naming the file otherwise.
 
     >>> import tempfile, os
@@ -112,13 +113,17 @@ def detect_format(path: str) -> str:
         raise StoreError("''", "an empty path; give a checkpoint file or directory")
     if os.path.isdir(path):
         from growstage.io.sharded_store import is_sharded_snapshot
+        from growstage.io.readers.hf_folder import is_hf_folder
 
         if is_sharded_snapshot(path):
             return "growstage"
+        if is_hf_folder(path):
+            return "hf"
         if checkpoint_prefix(path):
             return _tf_kind(path)
-        raise StoreError(path, "a directory with neither a TensorFlow 'checkpoint' file nor epoch-NNNN.h5 "
-                               "training checkpoints; give a checkpoint file (epoch-NNNN.h5, *.weights.h5, "
+        raise StoreError(path, "a directory with neither a TensorFlow 'checkpoint' file, epoch-NNNN.h5 "
+                               "training checkpoints nor a Hugging Face config.json with model.safetensors "
+                               "(or its index); give a checkpoint file (epoch-NNNN.h5, *.weights.h5, "
                                "*.npz) or a TensorFlow checkpoint prefix")
     if not os.path.exists(path):
         if os.path.exists(path + ".index"):
@@ -194,6 +199,10 @@ def _open(path: Any, model: Any, param_names: Any, allow_large: bool) -> Reader:
         from growstage.io.readers.tf_bundle import open_tf_checkpoint
 
         return open_tf_checkpoint(path, model=model)
+    if kind == "hf":
+        from growstage.io.readers.hf_folder import open_hf_folder
+
+        return open_hf_folder(path)
     if kind == "keras":
         from growstage.io.readers.keras_files import open_keras_weights
 

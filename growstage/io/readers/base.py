@@ -164,6 +164,11 @@ class _LazyEntry:
     def read(self) -> np.ndarray:
         return self._reader.read(self._name)
 
+    @property
+    def origin(self) -> str:
+        """The file's own name for this tensor (and slice), where the reader renamed it."""
+        return self._reader.entries[self._name].source
+
     def __array__(self, dtype=None, copy=None):
         arr = self.read()
         return arr if dtype is None else arr.astype(dtype)
