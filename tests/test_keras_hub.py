@@ -253,3 +253,15 @@ def test_fit_grows_gpt2_2_to_4_layers_and_a_resumed_run_is_bit_identical(tmp_pat
     assert a.keys_flat() == b.keys_flat()
     for key, prm in a.flat().items():
         assert np.array_equal(prm.read(), b.flat()[key].read()), key
+
+
+def test_growstage_works_without_keras_hub():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['keras_hub'] = None\n"  # as if not installed: `import keras_hub` fails
+            "import keras, growstage\n"
+            "x = keras.Input((3,)); m = keras.Model(x, keras.layers.Dense(2, name='out')(x))\n"
+            "print(sorted(growstage.snapshot(m)['out']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("['bias', 'kernel']")
