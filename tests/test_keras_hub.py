@@ -130,6 +130,15 @@ def test_gpt2_width_x2_with_heads_and_ffn_keeps_the_logits(small_gpt2, fill):
     assert any("tied output" in n for n in rep.notes)
 
 
+def test_gpt2_width_init_blocks_copies_the_old_entries_and_draws_the_new(small_gpt2):
+    new, rep = growstage.rebuild(lambda: gpt2(hidden=64, heads=4, inter=128), small_gpt2, mode="subset",
+                                 fill="init-blocks")
+    old_q = keras.ops.convert_to_numpy(small_gpt2.backbone.transformer_layers[0]._self_attention_layer._query_dense.kernel)
+    new_q = keras.ops.convert_to_numpy(new.backbone.transformer_layers[0]._self_attention_layer._query_dense.kernel)
+    assert np.array_equal(new_q[:32, :2], old_q) and new_q[32:].std() > 0
+    assert any("init-blocks" in n for n in rep.notes)  # drawn per block (or, on PyTorch, the fallback to init)
+
+
 @pytest.mark.parametrize("method", ["stack", "interleave"])
 def test_gpt2_gstack_by_rename(small_gpt2, method):
     snap = growstage.snapshot(small_gpt2)
