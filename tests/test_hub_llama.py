@@ -103,7 +103,8 @@ def adam_with_state(model, seed=7):
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(seed)
-    grads = [rng.normal(size=tuple(v.shape)).astype("float32") for v in model.trainable_variables]
+    grads = [keras.ops.convert_to_tensor(rng.normal(size=tuple(v.shape)).astype("float32"))
+             for v in model.trainable_variables]
     model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return model
 
