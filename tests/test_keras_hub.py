@@ -223,3 +223,45 @@ def test_bert_new_post_ln_block_is_reported_not_function_preserving(small_bert):
     rename = growstage.stack_rename(snap, 2, 4, method="interleave", block="transformer_layer_{i}")
     new, rep = growstage.rebuild(lambda: bert(layers=4, task=task), snap, rename=rename)
     assert set(rep.counts()) == {"copied"}  # G_stack: every block a copy of a trained one
+
+
+def _grow_gpt2(checkpoint_dir, epochs, resume=False):
+    def build(stage):
+        return gpt2(layers=stage.spec)
+
+    def compile_(model, stage):
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(0, VOCAB, (8, SEQ + 1)).astype("int32")
+    x = {"token_ids": tokens[:, :-1], "padding_mask": np.ones((8, SEQ), "int32")}
+    sched = growstage.Schedule(build, stages=[2, 4], fill="preserve")
+    return growstage.fit(sched, x, tokens[:, 1:], epochs=epochs, compile=compile_, seed=0, batch_size=4, shuffle=False,
+                         checkpoint_dir=str(checkpoint_dir), resume=resume, log=None)
+
+
+@pytest.mark.tf_only
+def test_fit_grows_gpt2_2_to_4_layers_and_a_resumed_run_is_bit_identical(tmp_path):
+    full = _grow_gpt2(tmp_path / "a", epochs=3)
+    _grow_gpt2(tmp_path / "b", epochs=1)  # stopped after epoch 0
+    resumed = _grow_gpt2(tmp_path / "b", epochs=3, resume=True)
+    assert len(full.model.backbone.transformer_layers) == 4 and full.rebuilds == 1
+    grown = full.transitions[-1]["report"]
+    assert grown.row("transformer_layer_3/feedforward_output_dense/kernel").action == "zeroed"
+    a, b = growstage.snapshot(full.model), growstage.snapshot(resumed.model)
+    assert a.keys_flat() == b.keys_flat()
+    for key, prm in a.flat().items():
+        assert np.array_equal(prm.read(), b.flat()[key].read()), key
+
+
+def test_growstage_works_without_keras_hub():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['keras_hub'] = None\n"  # as if not installed: `import keras_hub` fails
+            "import keras, growstage\n"
+            "x = keras.Input((3,)); m = keras.Model(x, keras.layers.Dense(2, name='out')(x))\n"
+            "print(sorted(growstage.snapshot(m)['out']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("['bias', 'kernel']")
