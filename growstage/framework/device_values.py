@@ -112,7 +112,7 @@ def _blocks(old_shape: tuple, new_shape: tuple, old_split: Any, new_split: Any) 
 
 def value_on_devices(old: Any, shape: Any, sharding: Any, *, dtype: Any, old_split: Any = None, new_split: Any = None,
                      fill: Any = 0, growth: Any = None, fresh: Any = None, draw: tuple | None = None, seed: int = 0,
-                     noise: float = 0.0, power: int = 1, keep_old_only: bool = False) -> Any:
+                     noise: float = 0.0, power: int = 1, keep_old_only: bool = False, offset: float = 0.0) -> Any:
     """The new value of a param (or slot) from ``old`` (on the devices), laid out as ``sharding``.
 
     Same semantics as the numpy path: a block-wise copy (:func:`growstage.core.resize.block_slices`)
@@ -132,7 +132,8 @@ def value_on_devices(old: Any, shape: Any, sharding: Any, *, dtype: Any, old_spl
         if callable(fill):
             fill = np.asarray(fill(shape, np.dtype(old.dtype)))
         return m.resize(old, shape, o_blocks, n_blocks, fill, sharding, dtype=dtype, draw=draw, seed=seed)
-    plan = growth.plan(np.dtype(old.dtype), power=power, fresh=fresh is not None, noise=noise, seed=seed)
+    plan = growth.plan(np.dtype(old.dtype), power=power, fresh=fresh is not None, noise=noise, seed=seed,
+                       offset=offset)
     if keep_old_only:
         kept = np.zeros(shape, bool)
         for n in n_blocks:
