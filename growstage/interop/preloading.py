@@ -79,6 +79,17 @@ def _entry_options(entry: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def _open_entry(opts: Mapping[str, Any], model: Any, allow_large: bool, readers: list[Reader]) -> Reader:
+    """The entry's reader; those opened here join ``readers`` (closed at the end)."""
+    # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path;
+    # it stays open: its owner closes it
+    reader = opts["filename"]
+    if not isinstance(reader, Reader):
+        reader = open_checkpoint(reader, model=model, allow_large=allow_large)
+        readers.append(reader)
+    return _keras_hub_names(reader, opts.get("preset"), readers)
+
+
 def _keras_hub_names(reader: Reader, preset: str | None, readers: list[Reader]) -> Reader:
     """A Hugging Face folder read with keras_hub's names (``preset``, or its config.json's model_type)."""
     if reader.format != "hf" or "hf_preset" in reader.meta:
@@ -145,13 +156,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     try:
         for entry in applying:
             opts = _entry_options(entry, preload_from_files[entry])
-            # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path;
-            # it stays open: its owner closes it
-            reader = opts["filename"]
-            if not isinstance(reader, Reader):
-                reader = open_checkpoint(reader, model=model, allow_large=allow_large)
-                readers.append(reader)
-            reader = _keras_hub_names(reader, opts.get("preset"), readers)
+            reader = _open_entry(opts, model, allow_large, readers)
             n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
             only_keys |= outside
             notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
