@@ -232,3 +232,18 @@ def test_grow_on_load_keeps_the_hf_models_logits(folders, how):
     np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))
     from_file = [r for r in rep.rows if r.source is not None]
     assert from_file and all(r.origin.startswith("transformer.") for r in from_file)
+
+
+def test_a_schedules_first_stage_grows_from_the_folder(folders):
+    folder, model = folders["gpt2"]
+    ref = H.hf_logits(model, IDS)
+
+    def compile_(m, stage):  # learning rate 0: after the epoch the weights are still those loaded
+        m.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    schedule = growstage.Schedule(lambda stage: _gpt2_task(layers=stage.spec), stages=[4])
+    x = {"token_ids": IDS, "padding_mask": np.ones_like(IDS)}
+    hist = growstage.fit(schedule, x, IDS, epochs=1, compile=compile_, log=None, preload_from_files={
+        "gpt2": {"filename": folder, "init_for_train": True, "mode": "subset", "fill": "preserve",
+                 "allow_new_layers": True}})
+    np.testing.assert_allclose(H.keras_logits(hist.model, IDS), ref, atol=_tol(ref))

@@ -15,7 +15,11 @@ name the file lacks, or None.  ``filename`` may also be an open
 RETURNN checkpoint; it stays open (its owner closes it).  ``only``: target layer names (full names, prefix
 included) to load; the entry's other layers are left as they are and reported as
 ``kept-init`` ("not in only=: untouched").  ``preset``: how a Hugging Face folder's names map to keras_hub's
-(``hf-gpt2``, ...; default: its config.json's model_type).  Name lists may be one bare name.  All entries form
+(``hf-gpt2``, ...; default: its config.json's model_type).  growstage's own keys, so that a checkpoint
+can grow as it loads (e.g. at a schedule's first stage): ``mode`` and ``fill`` (as in
+:func:`growstage.plan`, for the layers the entry loads) and ``allow_new_layers`` (a target layer
+under the entry's prefix of which the file has no param at all is new: it starts as ``fill`` says,
+e.g. as the identity under ``preserve``).  Name lists may be one bare name.  All entries form
 one transfer: all or nothing.  ``allow_large``: see :func:`growstage.load`.
 
 Strict like the rest of growstage: an ``ignore_params`` name, an
@@ -52,7 +56,8 @@ from growstage.engine.writing import apply
 from growstage.core.values import Param, Snapshot
 
 ENTRY_KEYS = ("filename", "prefix", "init_for_train", "ignore_missing", "ignore_params",
-              "ignore_params_prefixes", "var_name_mapping", "custom_missing_load_func", "only", "preset")
+              "ignore_params_prefixes", "var_name_mapping", "custom_missing_load_func", "only", "preset",
+              "mode", "fill", "allow_new_layers")
 
 
 def _applies(opts: Mapping[str, Any], training: bool, resuming: bool) -> bool:
@@ -77,6 +82,17 @@ def _entry_options(entry: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         if opts.get(key) is not None:
             opts[key] = name_list(opts[key], f"preload_from_files[{entry!r}] {key}")
     return opts
+
+
+def _open_entry(opts: Mapping[str, Any], model: Any, allow_large: bool, readers: list[Reader]) -> Reader:
+    """The entry's reader; those opened here join ``readers`` (closed at the end)."""
+    # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path;
+    # it stays open: its owner closes it
+    reader = opts["filename"]
+    if not isinstance(reader, Reader):
+        reader = open_checkpoint(reader, model=model, allow_large=allow_large)
+        readers.append(reader)
+    return _keras_hub_names(reader, opts.get("preset"), readers)
 
 
 def _keras_hub_names(reader: Reader, preset: str | None, readers: list[Reader]) -> Reader:
@@ -142,25 +158,20 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     readers: list[Reader] = []
     applying, notes = _applying(preload_from_files, training, resuming)
     only_keys: set[str] = set()
+    grow: dict[str, dict] = {"new": {}, "modes": {}, "fills": {}}
     try:
         for entry in applying:
             opts = _entry_options(entry, preload_from_files[entry])
-            # an open Reader (growstage.returnn.open_returnn: RETURNN names and layouts) stands for a path;
-            # it stays open: its owner closes it
-            reader = opts["filename"]
-            if not isinstance(reader, Reader):
-                reader = open_checkpoint(reader, model=model, allow_large=allow_large)
-                readers.append(reader)
-            reader = _keras_hub_names(reader, opts.get("preset"), readers)
-            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
+            reader = _open_entry(opts, model, allow_large, readers)
+            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems, grow)
             only_keys |= outside
             notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
         if problems:
             raise PlanError(problems)
         if not layers:
             return Report([], notes)
-        p = plan_for(Snapshot(layers), targets, ignore_missing=True)
-        p.rows = [r for r in p.rows if r.target in taken]
+        p = plan_for(Snapshot(layers), targets, ignore_missing=True, **_growth(grow, layers))
+        p.rows = [r for r in p.rows if r.target in taken or r.layer in grow["new"]]
         p.rows += [_ignored_row(target_keys[k]) for k in sorted(only_keys - set(taken))]
         p.notes = notes + p.notes
         return apply(p)
@@ -218,9 +229,18 @@ def _check_names(entry: str, opts: Mapping[str, Any], target_keys: dict, selecte
                             f"{did_you_mean(name, only_layers)}")
 
 
+def _growth(grow: dict[str, dict], layers: dict) -> dict[str, Any]:
+    """plan_for's options for the entries' ``mode``, ``fill`` and new layers."""
+    out: dict[str, Any] = {"modes": grow["modes"], "fills": grow["fills"]}
+    if grow["new"]:
+        out.update(allow_new_layers=True, only=tuple(sorted(set(layers) | set(grow["new"]))))
+    return out
+
+
 def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys: dict, layers: dict,
-                taken: dict[str, str], problems: list[str]) -> tuple[int, set[str]]:
-    """Choose the entry's values; returns how many it set and the keys its ``only`` list left out."""
+                taken: dict[str, str], problems: list[str], grow: dict[str, dict]) -> tuple[int, set[str]]:
+    """Choose the entry's values; returns how many it set and the keys its ``only`` list left out.
+    ``grow`` collects the entry's new layers and per-layer mode and fill."""
     prefix = opts.get("prefix", "") or ""
     mapping = dict(opts.get("var_name_mapping") or {})
     ignore = set(opts.get("ignore_params") or ())
@@ -234,6 +254,7 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
         return 0, set()
     outside = {k for k in selected if only is not None and target_keys[k][0] not in only}
     count, skipped = 0, {"taken": 0, "ignored": 0}
+    present = {target_keys[k][0] for k in selected if mapping.get(k, k[len(prefix):]) in reader}
     for key in selected:
         if key in outside:
             continue
@@ -244,6 +265,9 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
         ck = mapping.get(key, key[len(prefix):])
         if ck in reader:
             prm = reader.param(ck)
+        elif opts.get("allow_new_layers") and lname not in present:
+            grow["new"][lname] = entry
+            continue
         else:
             value = missing_func(ck, spec.shape, reader) if missing_func is not None else None
             if value is None:
@@ -261,4 +285,8 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
             why += ("; " if why else "") + f"earlier entries already set {skipped['taken']}"
         problems.append(f"preload {entry!r} loads nothing: of the {len(selected) - len(outside)} params it selects "
                         f"(prefix {prefix!r}, only {only!r}), {why or 'none'}")
+    for lname in {target_keys[k][0] for k, e in taken.items() if e == entry} | {
+            l for l, e in grow["new"].items() if e == entry}:
+        grow["modes"].update({lname: opts["mode"]} if "mode" in opts else {})
+        grow["fills"].update({lname: opts["fill"]} if "fill" in opts else {})
     return count, outside

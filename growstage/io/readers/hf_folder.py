@@ -168,13 +168,15 @@ def _check_entries(header: dict, data_size: int, path: str, folder: str) -> None
 
 
 class _Shards:
-    """Open shards on first read (safe_open mmaps them); ``close`` releases them all."""
+    """Open shards on first read (safe_open mmaps them), one at a time: moving to another shard unmaps
+    the last, so the pages of at most one shard count in the process's memory; ``close`` releases it."""
 
     def __init__(self) -> None:
         self.handles: dict[str, Any] = {}
 
     def get(self, path: str) -> Any:
         if path not in self.handles:
+            self.close()
             try:
                 from safetensors import safe_open
             except ImportError:

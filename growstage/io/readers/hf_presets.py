@@ -11,7 +11,7 @@ Example::
     >>> try:
     ...     preset_for({"model_type": "t5"})
     ... except GrowstageError as e:
-    ...     print(str(e)[:60])
+    ...     print(str(e)[:59])
     config.json model_type 't5' has no growstage preset; known:
 """
 from __future__ import annotations
