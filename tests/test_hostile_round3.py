@@ -252,3 +252,67 @@ def test_an_explicit_run_id_decides_alone(tmp_path):
     assert hist.resumed_from.endswith("epoch-0000.h5")
     with pytest.raises(GrowstageError, match="run_id None here, 'exp-7'"):
         _fit_run(tmp_path, 3, resume=True)
+
+
+# 5. no hangs
+
+@pytest.mark.parametrize("where", ["layers", "layers/out", "/"])
+def test_a_hard_link_cycle_is_refused_not_walked_forever(tmp_path, where):
+    import h5py
+
+    path = str(tmp_path / "cycle.weights.h5")
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layers/out/vars")
+        g.attrs["name"] = "out"
+        g.create_dataset("0", data=np.ones((3, 2), "f4"))
+        g["loop"] = f[where]  # a hard link to an ancestor
+    with pytest.raises(StoreError, match="hard-link cycle"):
+        growstage.open_checkpoint(path)
+    assert cli_main(["inspect", path]) == 2
+
+
+def _state(tmp_path, weight):
+    from safetensors.numpy import save_file
+
+    p = str(tmp_path / "m.safetensors")
+    save_file({"out.weight": weight, "out.bias": np.zeros(2, "f4"), "other.weight": np.ones((5, 5), "f4")}, p)
+    return p
+
+
+def _dense():
+    import keras
+
+    x = keras.Input((3,))
+    return keras.Model(x, keras.layers.Dense(2, name="out")(x))
+
+
+def test_from_torch_refuses_special_files_and_reads_only_what_it_takes(tmp_path, monkeypatch):
+    from growstage.export import from_torch
+    from growstage.interop import torch_files
+
+    fifo = str(tmp_path / "f.safetensors")
+    os.mkfifo(fifo)
+    with pytest.raises(StoreError, match="not a regular file"):
+        from_torch(fifo, _dense())
+    with pytest.raises(StoreError, match="no such file"):
+        from_torch(str(tmp_path / "missing.safetensors"), _dense())
+    read = []
+    get = torch_files.FileTensors.__getitem__
+    monkeypatch.setattr(torch_files.FileTensors, "__getitem__", lambda self, k: read.append(k) or get(self, k))
+    rep = from_torch(_state(tmp_path, np.ones((2, 3), "f4")), _dense(), naming={"out": "out"}, ignore_unused=True)
+    assert sorted(read) == ["out.bias", "out.weight"] and rep.counts() == {"copied": 2}
+
+
+def test_from_torch_counts_nan_and_inf_as_every_reader(tmp_path):
+    from growstage.export import from_torch
+
+    w = np.ones((2, 3), "f4")
+    w[0, 0], w[1, 2] = np.nan, np.inf
+    path = _state(tmp_path, w)
+    rep = from_torch(path, _dense(), ignore_unused=True)
+    assert any("2 non-finite source values" in n for n in rep.notes)
+    model = _dense()
+    before = model.get_layer("out").kernel.numpy().copy()
+    with pytest.raises(GrowstageError, match="on_nonfinite='error'"):
+        from_torch(path, model, ignore_unused=True, on_nonfinite="error")
+    assert np.array_equal(model.get_layer("out").kernel.numpy(), before)
