@@ -316,3 +316,71 @@ def test_from_torch_counts_nan_and_inf_as_every_reader(tmp_path):
     with pytest.raises(GrowstageError, match="on_nonfinite='error'"):
         from_torch(path, model, ignore_unused=True, on_nonfinite="error")
     assert np.array_equal(model.get_layer("out").kernel.numpy(), before)
+
+
+# 6. RETURNN net dicts
+
+def _lin(**kw):
+    return {"output": {"class": "linear", "n_out": 2, "from": "data", **kw}}
+
+
+MALFORMED = [
+    (_lin(n_out=1e9), "'n_out' is 1000000000.0"), (_lin(n_out=2.9), "'n_out' is 2.9"), (_lin(n_out=0), "'n_out' is 0"),
+    (_lin(n_out=-3), "'n_out' is -3"), (_lin(n_out=True), "'n_out' is True"), (_lin(n_out="4"), "'n_out' is '4'"),
+    (_lin(n_out=10 ** 9), "'n_out' is 1000000000"), (_lin(with_bias="no"), "'with_bias' is 'no'"),
+    (_lin(with_bias=0), "'with_bias' is 0"), (_lin(trainable="false"), "'trainable' is 'false'"),
+    (_lin(dropout=1.0), "'dropout' is 1.0"), (_lin(dropout=-0.1), "'dropout' is -0.1"),
+    (_lin(dropout="0.1"), "'dropout' is '0.1'"), (_lin(activation=["relu"]), "'activation' is \\['relu'\\]"),
+    (_lin(**{"from": 3}), "'from' is 3"), (_lin(**{"from": []}), "'from' is \\[\\]"),
+    (_lin(**{"from": [None]}), "'from' is \\[None\\]"), (_lin(**{"from": {"a": 1}}), "'from' is"),
+    ({"output": {"class": ["linear"], "n_out": 2}}, "'class' is \\['linear'\\]"),
+    ({"output": {"class": None}}, "'class' is None"), ({"output": "linear"}, "needs a dict with a 'class'"),
+    ({"output": {"class": "rec", "n_out": 2, "direction": True}}, "'direction' is True"),
+    ({"output": {"class": "rec", "n_out": 2, "unit": 5}}, "'unit' is 5"),
+    ({"output": {"class": "rec", "n_out": 2, "unit_opts": [1]}}, "'unit_opts' is \\[1\\]"),
+    ({"output": {"class": "conv", "n_out": 2, "filter_size": "3", "padding": "same"}}, "'filter_size' is '3'"),
+    ({"output": {"class": "conv", "n_out": 2, "filter_size": [0], "padding": "same"}}, "'filter_size' is \\[0\\]"),
+    ({"output": {"class": "conv", "n_out": 2, "filter_size": [3], "padding": "same", "strides": 1.5}},
+     "'strides' is 1.5"),
+    ({"output": {"class": "window", "window_size": 2.5}}, "'window_size' is 2.5"),
+    ({"output": {"class": "window", "window_size": 10 ** 8}}, "'window_size' is 100000000"),
+    ({"output": {"class": "combine", "kind": ["add"]}}, "'kind' is \\['add'\\]"),
+    ({"output": {"class": "layer_norm", "epsilon": "1e-6"}}, "'epsilon' is '1e-6'"),
+    ({"output": {"class": "layer_norm", "epsilon": float("nan")}}, "'epsilon' is nan"),
+    ({"output": {"class": "batch_norm", "momentum": 2}}, "'momentum' is 2"),
+    ({"output": {"class": "pad", "axes": "T", "padding": -1}}, "'padding' is -1"),
+    ({"output": {"class": "merge_dims", "axes": 3}}, "'axes' is 3"),
+    ({"output": {"class": "subnetwork", "subnetwork": [1]}}, "'subnetwork' is \\[1\\]"),
+    ({"output": {"class": "copy", "is_output_layer": "yes"}}, "'is_output_layer' is 'yes'"),
+    ({"output": {"class": "copy"}, 5: {"class": "copy"}}, "layer name 5 is not a string"),
+    ({"output": {"class": "copy", "from": "a"}, "a": {"class": "copy", "from": "b"}, "b": {"class": "copy", "from": "a"}},
+     "layers a -> b -> a form a cycle"),
+]
+
+
+@pytest.mark.parametrize("net,match", MALFORMED, ids=[str(i) for i in range(len(MALFORMED))])
+def test_every_malformed_net_dict_is_a_net_dict_error_naming_layer_and_option(net, match):
+    import growstage.returnn as gr
+
+    with pytest.raises(gr.NetDictError, match=match) as e:
+        gr.build_model(net, {"data": {"dim": 3}})
+    assert "output" in str(e.value) or "cycle" in match or "not a string" in match
+
+
+@pytest.mark.parametrize("extern,match", [({"data": {"dim": 2.5}}, "'dim' is 2.5"), ({"data": [3]}, "not a dict"),
+                                          ({"data": {"dim": 3, "sparse": "no"}}, "'sparse' is 'no'"),
+                                          ({"data": {"shape": "3"}}, "'shape' is '3'"), ([1], "extern_data must be")])
+def test_malformed_extern_data_is_a_net_dict_error(extern, match):
+    import growstage.returnn as gr
+
+    with pytest.raises(gr.NetDictError, match=match):
+        gr.build_model({"output": {"class": "copy"}}, extern)
+
+
+def test_a_thousand_layer_chain_builds_without_recursion():
+    import growstage.returnn as gr
+
+    net = {f"l{i}": {"class": "copy", "from": f"l{i - 1}" if i else "data"} for i in range(1000)}
+    net["output"] = {"class": "linear", "n_out": 2, "from": "l999"}
+    model = gr.build_model(net, {"data": {"dim": 3}})
+    assert len(model.layers) == 1002 and model.layers[-1].name == "output"
