@@ -384,3 +384,27 @@ def test_a_thousand_layer_chain_builds_without_recursion():
     net["output"] = {"class": "linear", "n_out": 2, "from": "l999"}
     model = gr.build_model(net, {"data": {"dim": 3}})
     assert len(model.layers) == 1002 and model.layers[-1].name == "output"
+
+
+def test_returnn_checkpoints_say_the_lstm_layout_and_refuse_an_ambiguous_one():
+    from growstage.core.errors import PlanError
+    from growstage.interop.returnn.names import from_returnn
+    from growstage.io.readers.base import Entry, Reader
+
+    def reader(names):
+        return Reader("mem", "tf1", {n: Entry.of(np.arange(np.prod(s), dtype="f4").reshape(s)) for n, s in names.items()})
+
+    native = {"l1/rec/W": (4, 8), "l1/rec/W_re": (2, 8), "l1/rec/b": (8,)}
+    standard = {"l1/rec/lstm_cell/kernel": (6, 8), "l1/rec/lstm_cell/bias": (8,)}
+    assert any("LSTM layout nativelstm2 assumed" in n for n in from_returnn(reader(native)).notes)
+    assert any("LSTM layout standardlstm assumed" in n for n in from_returnn(reader(standard)).notes)
+    with pytest.raises(PlanError, match="both LSTM layouts.*ambiguous; pass layout="):
+        from_returnn(reader({**native, **standard}))
+    for chosen, other in (("nativelstm2", "standardlstm"), ("standardlstm", "nativelstm2")):
+        r = from_returnn(reader({**native, **standard}), layout={"l1": chosen})
+        assert any(f"layout {chosen} chosen by layout=; the {other} names ignored" in n for n in r.notes)
+        assert r["l1/cell/kernel"].shape == (4, 8)
+    with pytest.raises(PlanError, match="layout='standardlstm' but mem holds the names of nativelstm2 only"):
+        from_returnn(reader(native), layout="standardlstm")
+    with pytest.raises(GrowstageError, match="'l2' is no LSTM layer"):
+        from_returnn(reader(native), layout={"l2": "nativelstm2"})
