@@ -210,7 +210,7 @@ def test_a_config_cannot_set_allow_large_and_code_stays_unrestricted(tmp_path, m
     monkeypatch.setenv("GROWSTAGE_TRUSTED_PATHS", str(tmp_path))
     assert np.all(keras.ops.convert_to_numpy(FromCheckpoint.from_config(init.get_config())((3, 2))) == 5.0)
     with pytest.raises(GrowstageError, match="'path' must be a string"):
-        FromCheckpoint.from_config({**init.get_config(), "path": ["/etc/passwd"]})
+        FromCheckpoint.from_config({**init.get_config(), "path": ["/etc/passwd"]})((3, 2))
 
 
 # 4. run identity
