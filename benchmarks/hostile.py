@@ -2,6 +2,8 @@
 
     python benchmarks/hostile.py                         # hand-built classes, 200 mutations, 50 bit flips
     python benchmarks/hostile.py --mutations 700 --flips 200 --seed 1
+    python benchmarks/hostile.py --surfaces              # writers, CLI paths, FromCheckpoint configs,
+                                                         # net dicts, safetensors (benchmarks/hostile_surfaces.py)
 
 Every case is opened and fully read (``open_checkpoint`` + ``read`` of every tensor, or
 ``latest_checkpoint`` for bit flips in checkpoint directories) by a worker process, so a
@@ -232,12 +234,23 @@ def main() -> int:
     ap.add_argument("--flips", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--surfaces", action="store_true", help="the surfaces around the readers (issue 26) only")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
     if args.worker:
         worker()
         return 0
+    if args.surfaces:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import hostile_surfaces
+
+        d = tempfile.mkdtemp(prefix="growstage-surfaces-")
+        bad = hostile_surfaces.run(d, args.seed)
+        for line in bad:
+            print("  ", line)
+        shutil.rmtree(d, ignore_errors=True)
+        return 1 if bad else 0
     rnd = random.Random(args.seed)
     d = tempfile.mkdtemp(prefix="growstage-hostile-")
     secret = os.path.join(d, "secret.bin")

@@ -10,6 +10,12 @@ reported; and after ``latest_checkpoint`` no temporary file is left.
     python tests/crash_harness.py --kills 200          # the full run (about 4 minutes)
     python tests/crash_harness.py --writers 2 --kills 20   # two writers sharing the directory
     python tests/crash_harness.py --bitflips 50            # flip a bit in the newest checkpoint, then resume
+    python tests/crash_harness.py --prepare-ahead 200      # kill fit(prepare_ahead=True) at growth epochs, resume
+
+``--prepare-ahead``: a growing ``fit(prepare_ahead=True)`` run is killed with SIGKILL while the
+epoch before a rebuild trains (the background thread is preparing the next stage), at a random
+moment; a fresh process resumes it (``resume=True``, prepare_ahead again) and must exit normally
+(no signal: a SIGSEGV counts as a crash) and end bit-identical to an uninterrupted run.
 
 ``--bitflips``: a growing ``fit`` run is cut short after a random epoch, one random bit of its
 newest checkpoint is flipped, and ``fit(resume=True)`` must resume from the newest intact
@@ -133,7 +139,8 @@ def run(kills: int, writers: int = 1, seed: int = 0, directory: str | None = Non
     return failures
 
 
-def _fit(directory: str, epochs: int, resume: bool = False):
+def _fit(directory: str, epochs: int, resume: bool = False, prepare_ahead: bool = False, samples: int = 16,
+         on_epoch_end=None):
     import keras
 
     import growstage
@@ -145,10 +152,12 @@ def _fit(directory: str, epochs: int, resume: bool = False):
         return keras.Model(x, keras.layers.Dense(2, name="out")(h))
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(16, 4)).astype("f4")
-    hist = growstage.fit(growstage.Schedule(build, stages=[3, 5], repetitions=2), x, x[:, :2], epochs=epochs,
+    x = rng.normal(size=(samples, 4)).astype("f4")
+    stages = [3, 5] if not prepare_ahead else [3, 5, 7, 9]
+    hist = growstage.fit(growstage.Schedule(build, stages=stages, repetitions=2), x, x[:, :2], epochs=epochs,
                          seed=0, checkpoint_dir=directory, keep=10, resume=resume, shuffle=False, batch_size=8,
-                         compile=lambda m, s: m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse"), log=None)
+                         compile=lambda m, s: m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse"), log=None,
+                         prepare_ahead=prepare_ahead, on_epoch_end=on_epoch_end)
     state = optimizer_state(hist.model)
     flat = {f"{l}/{p}": a for l, ps in growstage.snapshot(hist.model).values_dict().items() for p, a in ps.items()}
     flat.update({f"@opt/{l}/{p}#{f}": a for l, ps in state["slots"].items() for p, fs in ps.items() for f, a in fs.items()})
@@ -196,12 +205,76 @@ def bitflips(rounds: int, seed: int = 0, epochs: int = 4, log=print, positions: 
     return failures
 
 
+AHEAD_EPOCHS, AHEAD_SAMPLES = 8, 2048  # four stages of two epochs: rebuilds before epochs 2, 4 and 6
+
+
+def ahead_child(directory: str, resume: bool, out: str | None) -> None:
+    """One fit(prepare_ahead=True) process: says each finished epoch; with ``out``, saves the final values."""
+    def said(epoch, model, logs):
+        print(epoch, flush=True)
+
+    _, flat = _fit(directory, AHEAD_EPOCHS, resume=resume, prepare_ahead=True, samples=AHEAD_SAMPLES,
+                   on_epoch_end=said)
+    if out:
+        np.savez(out, **flat)
+
+
+def _ahead_proc(directory: str, resume: bool, out: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONFAULTHANDLER="1",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    args = [sys.executable, __file__, "--ahead-child", directory] + (["--resume"] if resume else []) + \
+        (["--out", out] if out else [])
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def prepare_ahead_kills(kills: int, seed: int = 0, log=print) -> list[str]:
+    """Kill fit(prepare_ahead=True) during an epoch before a rebuild, resume, compare; returns the failures."""
+    import shutil
+
+    rnd = random.Random(seed)
+    ref_dir = tempfile.mkdtemp(prefix="growstage-ahead-ref-")
+    ref = _ahead_proc(ref_dir, False, os.path.join(ref_dir, "final.npz"))
+    _, err = ref.communicate()
+    if ref.returncode != 0:
+        return [f"the uninterrupted run failed ({ref.returncode}): {err.decode()[-2000:]}"]
+    want = dict(np.load(os.path.join(ref_dir, "final.npz")))
+    failures, t0 = [], time.perf_counter()
+    for k in range(kills):
+        d = tempfile.mkdtemp(prefix="growstage-ahead-")
+        before = rnd.choice([1, 3, 5])  # the epoch before a rebuild: the thread prepares the next stage
+        p = _ahead_proc(d, False)
+        for line in p.stdout:  # wait for the epoch before it, then kill inside epoch ``before``
+            if int(line) == before - 1:
+                break
+        time.sleep(rnd.uniform(0.0, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        r = _ahead_proc(d, True, os.path.join(d, "final.npz"))
+        _, err = r.communicate()
+        if r.returncode != 0:
+            failures.append(f"kill {k} (epoch {before}): the resume exited with {r.returncode}: {err.decode()[-3000:]}")
+        else:
+            got = dict(np.load(os.path.join(d, "final.npz")))
+            if got.keys() != want.keys() or any(not np.array_equal(got[n], want[n]) for n in want):
+                failures.append(f"kill {k} (epoch {before}): the resumed run differs from an uninterrupted one")
+        shutil.rmtree(d, ignore_errors=True)
+        log(f"kill {k}: {'ok' if len(failures) == 0 or not failures[-1].startswith(f'kill {k} ') else 'FAILED'}")
+    shutil.rmtree(ref_dir, ignore_errors=True)
+    log(f"{kills} prepare_ahead kills then resume in {time.perf_counter() - t0:.0f} s: {len(failures)} failures")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bitflips", type=int, default=0, help="bit-flip-then-resume rounds instead of kills")
+    ap.add_argument("--prepare-ahead", dest="prepare_ahead", type=int, default=0,
+                    help="kills of fit(prepare_ahead=True) at growth epochs, each resumed and compared")
+    ap.add_argument("--ahead-child", dest="ahead_child", help=argparse.SUPPRESS)
+    ap.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--writer", help=argparse.SUPPRESS)
     ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
@@ -210,7 +283,12 @@ def main() -> int:
     if args.writer:
         writer(args.writer, args.offset, args.stride)
         return 0
-    if args.bitflips:
+    if args.ahead_child:
+        ahead_child(args.ahead_child, args.resume, args.out)
+        return 0
+    if args.prepare_ahead:
+        failures = prepare_ahead_kills(args.prepare_ahead, args.seed)
+    elif args.bitflips:
         failures = bitflips(args.bitflips, args.seed)
     else:
         failures = run(args.kills, args.writers, args.seed)

@@ -210,7 +210,7 @@ def test_a_config_cannot_set_allow_large_and_code_stays_unrestricted(tmp_path, m
     monkeypatch.setenv("GROWSTAGE_TRUSTED_PATHS", str(tmp_path))
     assert np.all(keras.ops.convert_to_numpy(FromCheckpoint.from_config(init.get_config())((3, 2))) == 5.0)
     with pytest.raises(GrowstageError, match="'path' must be a string"):
-        FromCheckpoint.from_config({**init.get_config(), "path": ["/etc/passwd"]})
+        FromCheckpoint.from_config({**init.get_config(), "path": ["/etc/passwd"]})((3, 2))
 
 
 # 4. run identity
@@ -252,3 +252,159 @@ def test_an_explicit_run_id_decides_alone(tmp_path):
     assert hist.resumed_from.endswith("epoch-0000.h5")
     with pytest.raises(GrowstageError, match="run_id None here, 'exp-7'"):
         _fit_run(tmp_path, 3, resume=True)
+
+
+# 5. no hangs
+
+@pytest.mark.parametrize("where", ["layers", "layers/out", "/"])
+def test_a_hard_link_cycle_is_refused_not_walked_forever(tmp_path, where):
+    import h5py
+
+    path = str(tmp_path / "cycle.weights.h5")
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layers/out/vars")
+        g.attrs["name"] = "out"
+        g.create_dataset("0", data=np.ones((3, 2), "f4"))
+        g["loop"] = f[where]  # a hard link to an ancestor
+    with pytest.raises(StoreError, match="hard-link cycle"):
+        growstage.open_checkpoint(path)
+    assert cli_main(["inspect", path]) == 2
+
+
+def _state(tmp_path, weight):
+    from safetensors.numpy import save_file
+
+    p = str(tmp_path / "m.safetensors")
+    save_file({"out.weight": weight, "out.bias": np.zeros(2, "f4"), "other.weight": np.ones((5, 5), "f4")}, p)
+    return p
+
+
+def _dense():
+    import keras
+
+    x = keras.Input((3,))
+    return keras.Model(x, keras.layers.Dense(2, name="out")(x))
+
+
+def test_from_torch_refuses_special_files_and_reads_only_what_it_takes(tmp_path, monkeypatch):
+    from growstage.export import from_torch
+    from growstage.interop import torch_files
+
+    fifo = str(tmp_path / "f.safetensors")
+    os.mkfifo(fifo)
+    with pytest.raises(StoreError, match="not a regular file"):
+        from_torch(fifo, _dense())
+    with pytest.raises(StoreError, match="no such file"):
+        from_torch(str(tmp_path / "missing.safetensors"), _dense())
+    read = []
+    get = torch_files.FileTensors.__getitem__
+    monkeypatch.setattr(torch_files.FileTensors, "__getitem__", lambda self, k: read.append(k) or get(self, k))
+    rep = from_torch(_state(tmp_path, np.ones((2, 3), "f4")), _dense(), naming={"out": "out"}, ignore_unused=True)
+    assert sorted(read) == ["out.bias", "out.weight"] and rep.counts() == {"copied": 2}
+
+
+def test_from_torch_counts_nan_and_inf_as_every_reader(tmp_path):
+    from growstage.export import from_torch
+
+    w = np.ones((2, 3), "f4")
+    w[0, 0], w[1, 2] = np.nan, np.inf
+    path = _state(tmp_path, w)
+    rep = from_torch(path, _dense(), ignore_unused=True)
+    assert any("2 non-finite source values" in n for n in rep.notes)
+    model = _dense()
+    before = model.get_layer("out").kernel.numpy().copy()
+    with pytest.raises(GrowstageError, match="on_nonfinite='error'"):
+        from_torch(path, model, ignore_unused=True, on_nonfinite="error")
+    assert np.array_equal(model.get_layer("out").kernel.numpy(), before)
+
+
+# 6. RETURNN net dicts
+
+def _lin(**kw):
+    return {"output": {"class": "linear", "n_out": 2, "from": "data", **kw}}
+
+
+MALFORMED = [
+    (_lin(n_out=1e9), "'n_out' is 1000000000.0"), (_lin(n_out=2.9), "'n_out' is 2.9"), (_lin(n_out=0), "'n_out' is 0"),
+    (_lin(n_out=-3), "'n_out' is -3"), (_lin(n_out=True), "'n_out' is True"), (_lin(n_out="4"), "'n_out' is '4'"),
+    (_lin(n_out=10 ** 9), "'n_out' is 1000000000"), (_lin(with_bias="no"), "'with_bias' is 'no'"),
+    (_lin(with_bias=0), "'with_bias' is 0"), (_lin(trainable="false"), "'trainable' is 'false'"),
+    (_lin(dropout=1.0), "'dropout' is 1.0"), (_lin(dropout=-0.1), "'dropout' is -0.1"),
+    (_lin(dropout="0.1"), "'dropout' is '0.1'"), (_lin(activation=["relu"]), "'activation' is \\['relu'\\]"),
+    (_lin(**{"from": 3}), "'from' is 3"), (_lin(**{"from": []}), "'from' is \\[\\]"),
+    (_lin(**{"from": [None]}), "'from' is \\[None\\]"), (_lin(**{"from": {"a": 1}}), "'from' is"),
+    ({"output": {"class": ["linear"], "n_out": 2}}, "'class' is \\['linear'\\]"),
+    ({"output": {"class": None}}, "'class' is None"), ({"output": "linear"}, "needs a dict with a 'class'"),
+    ({"output": {"class": "rec", "n_out": 2, "direction": True}}, "'direction' is True"),
+    ({"output": {"class": "rec", "n_out": 2, "unit": 5}}, "'unit' is 5"),
+    ({"output": {"class": "rec", "n_out": 2, "unit_opts": [1]}}, "'unit_opts' is \\[1\\]"),
+    ({"output": {"class": "conv", "n_out": 2, "filter_size": "3", "padding": "same"}}, "'filter_size' is '3'"),
+    ({"output": {"class": "conv", "n_out": 2, "filter_size": [0], "padding": "same"}}, "'filter_size' is \\[0\\]"),
+    ({"output": {"class": "conv", "n_out": 2, "filter_size": [3], "padding": "same", "strides": 1.5}},
+     "'strides' is 1.5"),
+    ({"output": {"class": "window", "window_size": 2.5}}, "'window_size' is 2.5"),
+    ({"output": {"class": "window", "window_size": 10 ** 8}}, "'window_size' is 100000000"),
+    ({"output": {"class": "combine", "kind": ["add"]}}, "'kind' is \\['add'\\]"),
+    ({"output": {"class": "layer_norm", "epsilon": "1e-6"}}, "'epsilon' is '1e-6'"),
+    ({"output": {"class": "layer_norm", "epsilon": float("nan")}}, "'epsilon' is nan"),
+    ({"output": {"class": "batch_norm", "momentum": 2}}, "'momentum' is 2"),
+    ({"output": {"class": "pad", "axes": "T", "padding": -1}}, "'padding' is -1"),
+    ({"output": {"class": "merge_dims", "axes": 3}}, "'axes' is 3"),
+    ({"output": {"class": "subnetwork", "subnetwork": [1]}}, "'subnetwork' is \\[1\\]"),
+    ({"output": {"class": "copy", "is_output_layer": "yes"}}, "'is_output_layer' is 'yes'"),
+    ({"output": {"class": "copy"}, 5: {"class": "copy"}}, "layer name 5 is not a string"),
+    ({"output": {"class": "copy", "from": "a"}, "a": {"class": "copy", "from": "b"}, "b": {"class": "copy", "from": "a"}},
+     "layers a -> b -> a form a cycle"),
+]
+
+
+@pytest.mark.parametrize("net,match", MALFORMED, ids=[str(i) for i in range(len(MALFORMED))])
+def test_every_malformed_net_dict_is_a_net_dict_error_naming_layer_and_option(net, match):
+    import growstage.returnn as gr
+
+    with pytest.raises(gr.NetDictError, match=match) as e:
+        gr.build_model(net, {"data": {"dim": 3}})
+    assert "output" in str(e.value) or "cycle" in match or "not a string" in match
+
+
+@pytest.mark.parametrize("extern,match", [({"data": {"dim": 2.5}}, "'dim' is 2.5"), ({"data": [3]}, "not a dict"),
+                                          ({"data": {"dim": 3, "sparse": "no"}}, "'sparse' is 'no'"),
+                                          ({"data": {"shape": "3"}}, "'shape' is '3'"), ([1], "extern_data must be")])
+def test_malformed_extern_data_is_a_net_dict_error(extern, match):
+    import growstage.returnn as gr
+
+    with pytest.raises(gr.NetDictError, match=match):
+        gr.build_model({"output": {"class": "copy"}}, extern)
+
+
+def test_a_thousand_layer_chain_builds_without_recursion():
+    import growstage.returnn as gr
+
+    net = {f"l{i}": {"class": "copy", "from": f"l{i - 1}" if i else "data"} for i in range(1000)}
+    net["output"] = {"class": "linear", "n_out": 2, "from": "l999"}
+    model = gr.build_model(net, {"data": {"dim": 3}})
+    assert len(model.layers) == 1002 and model.layers[-1].name == "output"
+
+
+def test_returnn_checkpoints_say_the_lstm_layout_and_refuse_an_ambiguous_one():
+    from growstage.core.errors import PlanError
+    from growstage.interop.returnn.names import from_returnn
+    from growstage.io.readers.base import Entry, Reader
+
+    def reader(names):
+        return Reader("mem", "tf1", {n: Entry.of(np.arange(np.prod(s), dtype="f4").reshape(s)) for n, s in names.items()})
+
+    native = {"l1/rec/W": (4, 8), "l1/rec/W_re": (2, 8), "l1/rec/b": (8,)}
+    standard = {"l1/rec/lstm_cell/kernel": (6, 8), "l1/rec/lstm_cell/bias": (8,)}
+    assert any("LSTM layout nativelstm2 assumed" in n for n in from_returnn(reader(native)).notes)
+    assert any("LSTM layout standardlstm assumed" in n for n in from_returnn(reader(standard)).notes)
+    with pytest.raises(PlanError, match="both LSTM layouts.*ambiguous; pass layout="):
+        from_returnn(reader({**native, **standard}))
+    for chosen, other in (("nativelstm2", "standardlstm"), ("standardlstm", "nativelstm2")):
+        r = from_returnn(reader({**native, **standard}), layout={"l1": chosen})
+        assert any(f"layout {chosen} chosen by layout=; the {other} names ignored" in n for n in r.notes)
+        assert r["l1/cell/kernel"].shape == (4, 8)
+    with pytest.raises(PlanError, match="layout='standardlstm' but mem holds the names of nativelstm2 only"):
+        from_returnn(reader(native), layout="standardlstm")
+    with pytest.raises(GrowstageError, match="'l2' is no LSTM layer"):
+        from_returnn(reader(native), layout={"l2": "nativelstm2"})

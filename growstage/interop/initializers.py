@@ -69,12 +69,13 @@ class FromCheckpoint(keras.initializers.Initializer):
 
         config = dict(config)
         config.pop("allow_large", None)  # a safety flag: never from a config (trusted_paths grants it)
-        for key in ("path", "name"):
-            if not isinstance(config.get(key), str):
-                raise GrowstageError(f"FromCheckpoint config: {key!r} must be a string, not "
-                                     f"{type(config.get(key)).__name__}")
-        init = cls(**config)
+        # a wrong type is refused when the initializer runs: an error raised here, inside Keras's
+        # deserialisation, would come back as Keras's TypeError and lose the message
+        bad = next((k for k in ("path", "name") if not isinstance(config.get(k), str)), None)
+        found = {k: config.pop(k, None) for k in ("path", "name")}
+        init = cls(**{k: (v if isinstance(v, str) else repr(v)) for k, v in found.items()}, **config)
         init._confined, init._model_file = True, loading_model_file()
+        init._bad_config = None if bad is None else f"{bad!r} must be a string, not {found[bad]!r}"
         return init
 
     def _open_path(self) -> tuple[str, bool]:
@@ -83,6 +84,9 @@ class FromCheckpoint(keras.initializers.Initializer):
             return self.path, self.allow_large
         from growstage.interop.trust import confinement_problem, trusted_large
 
+        if getattr(self, "_bad_config", None):
+            raise GrowstageError(f"FromCheckpoint from model file {self._model_file or '(unknown)'}: its config's "
+                                 f"{self._bad_config}")
         real = os.path.realpath(self.path)  # opened as resolved: a symlink swapped later cannot redirect it
         model = self._model_file
         root = None if model is None else os.path.realpath(model if os.path.isdir(model) else os.path.dirname(model))

@@ -23,6 +23,7 @@ import numpy as np
 from growstage.core.errors import GrowstageError, PlanError, StoreError, UnknownNameError, did_you_mean
 from growstage.core.values import Param, Snapshot
 from growstage.engine.report import PlanRow, Report
+from growstage.interop.torch_files import FileTensors, Renamed
 from growstage.interop.torch_import import import_layer
 from growstage.interop.torch_layouts import KINDS, TorchLayoutError, export_layer, rnn_kind
 
@@ -294,18 +295,9 @@ def _output_path(source: Any, path: str | os.PathLike) -> str:
     return check_output(path, [source] if isinstance(source, (str, os.PathLike)) else [], suffix_hint=".safetensors")
 
 
-def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
+def _numpy_state(state_dict: Any) -> Mapping[str, Any]:
     if isinstance(state_dict, (str, os.PathLike)):
-        path = os.fspath(state_dict)
-        try:
-            from safetensors.numpy import load_file
-        except ImportError:
-            raise GrowstageError("reading a .safetensors file needs the safetensors package: "
-                                 "pip install safetensors") from None
-        try:
-            return load_file(path)
-        except Exception as e:  # a missing, truncated or foreign file: say which and why
-            raise StoreError(path, f"cannot read it as safetensors ({type(e).__name__}: {e})") from None
+        return FileTensors(os.fspath(state_dict))
     if not isinstance(state_dict, Mapping):
         raise GrowstageError(f"from_torch reads a state_dict (a mapping) or a .safetensors path, "
                              f"not a {type(state_dict).__name__}")
@@ -319,14 +311,14 @@ def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _module_tensors(sd: Mapping[str, np.ndarray], prefix: str, index: int) -> dict[str, np.ndarray]:
+def _module_tensors(sd: Mapping[str, np.ndarray], prefix: str, index: int) -> Mapping[str, np.ndarray]:
     """One module's tensors, named relative to it; layer ``index`` of a stacked RNN reads as layer 0
     (the layouts know only ``_l0``)."""
-    sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    if not index:
-        return sub
-    found = {k: _LAYER_SUFFIX.search(k) for k in sub}
-    return {_LAYER_SUFFIX.sub("_l0", k): v for k, v in sub.items() if found[k] and int(found[k].group(1)) == index}
+    sub = {k[len(prefix):]: k for k in sd if k.startswith(prefix)}
+    if index:
+        found = {k: _LAYER_SUFFIX.search(k) for k in sub}
+        sub = {_LAYER_SUFFIX.sub("_l0", k): v for k, v in sub.items() if found[k] and int(found[k].group(1)) == index}
+    return Renamed(sd, sub)
 
 
 def from_torch(state_dict: Any, model: Any, *, naming: Mapping[str, str] | None = None, ignore_unused: bool = False,

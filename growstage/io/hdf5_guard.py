@@ -73,6 +73,7 @@ def refuse_risky(f: h5py.File, path: str, *, allow_large: bool = False) -> None:
 def _walk(f: h5py.File, path: str) -> int:
     stack = ["/"]
     declared = 0
+    seen = {h5py.h5o.get_info(f.id).addr}  # groups by address: a group hard-linked into itself is a cycle
     while stack:
         gname = stack.pop()
         group = f[gname]
@@ -91,6 +92,11 @@ def _walk(f: h5py.File, path: str) -> int:
             oid = h5py.h5o.open(group.id, key.encode())
             try:
                 if isinstance(oid, h5py.h5g.GroupID):
+                    addr = h5py.h5o.get_info(oid).addr
+                    if addr in seen:
+                        raise StoreError(path, f"{full!r} is a group reached twice (a hard-link cycle, or one group "
+                                               "linked in two places): refused")
+                    seen.add(addr)
                     stack.append(full)
                 elif isinstance(oid, h5py.h5d.DatasetID):
                     declared += _check_dataset(oid, path, full)

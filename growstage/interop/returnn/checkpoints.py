@@ -28,16 +28,18 @@ from growstage.io.readers.base import Reader
 
 
 def open_returnn(path: str | os.PathLike, *, forget_bias: float | Mapping[str, float] = 1.0,
-                 ignore: Iterable[str] = (), allow_large: bool = False) -> Reader:
+                 ignore: Iterable[str] = (), allow_large: bool = False,
+                 layout: str | Mapping[str, str] | None = None) -> Reader:
     """Open a RETURNN (TF backend) checkpoint lazily, with growstage names and Keras layouts.
 
     See :mod:`growstage.interop.returnn.names` for the mapping; ``forget_bias`` and ``ignore``
-    as for :func:`~growstage.interop.returnn.names.from_returnn`; ``allow_large`` as for
+    and ``layout`` as for :func:`~growstage.interop.returnn.names.from_returnn`; ``allow_large`` as for
     :func:`~growstage.open_checkpoint` (a RETURNN checkpoint saved as HDF5).
     """
     from growstage.io.readers import open_checkpoint
 
-    return from_returnn(open_checkpoint(path, allow_large=allow_large), forget_bias=forget_bias, ignore=ignore)
+    return from_returnn(open_checkpoint(path, allow_large=allow_large), forget_bias=forget_bias, ignore=ignore,
+                        layout=layout)
 
 
 BIDIRECTIONAL = [(r"(.+)_fw/(cell/.*)", r"\1/forward_layer/\2"), (r"(.+)_bw/(cell/.*)", r"\1/backward_layer/\2")]

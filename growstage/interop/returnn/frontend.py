@@ -31,6 +31,10 @@ import keras
 
 from growstage.core.errors import did_you_mean
 from growstage.interop.returnn.layer_classes import CLASSES, BuildContext, NetDictError, fail
+from growstage.interop.returnn.validate import check_extern, check_options, check_sources
+
+# what a builder may raise on a value its checks let through: still the layer's NetDictError
+_BUILD_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 
 # custom_param_importer: not for building; a Schedule takes a layer's mode string as that layer's transfer mode
 COMMON = ("class", "from", "trainable", "is_output_layer", "loss", "target", "dropout", "custom_param_importer")
@@ -43,16 +47,13 @@ _REPORTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
 def _sources(name: str, spec: Mapping[str, Any]) -> list[str]:
-    src = spec.get("from", ["data"])
-    src = [src] if isinstance(src, str) else list(src)
-    if not src:
-        raise fail(name, "'from' is empty")
-    return src
+    return check_sources(name, spec.get("from", ["data"]))
 
 
 def _input(key: str, extern_data: Mapping[str, Any]) -> Any:
     if key not in extern_data:
         raise NetDictError(f"extern_data has no {key!r}{did_you_mean(key, extern_data)}; give its dim or shape")
+    check_extern(key, extern_data[key])
     spec = dict(extern_data[key])
     bad = [k for k in spec if k not in EXTERN_KEYS]
     if bad:
@@ -69,7 +70,10 @@ class _Graph:
 
     def __init__(self, net: Mapping[str, Any], extern_data: Mapping[str, Any], data: Any = None,
                  path: str = ""):
-        self.net = {k: v for k, v in net.items() if not str(k).startswith("#")}
+        bad = [k for k in net if not isinstance(k, str)]
+        if bad:
+            raise NetDictError(f"network {path or 'dict'}: layer name {bad[0]!r} is not a string")
+        self.net = {k: v for k, v in net.items() if not k.startswith("#")}
         self.extern_data, self.data, self.path = extern_data, data, path
         self.inputs: dict[str, Any] = {}
         self.tensors: dict[str, Any] = {}
@@ -96,26 +100,61 @@ class _Graph:
         return self.layer(src)
 
     def layer(self, name: str) -> Any:
-        if name in self.tensors:
-            return self.tensors[name]
-        if name in self.building:
-            raise NetDictError(f"layers {' -> '.join(self.building + [name])} form a cycle")
-        self.building.append(name)
+        """The output of layer ``name``, its sources built first: depth-first with a stack of its own,
+        so a chain of thousands of layers needs no recursion (cycles are named)."""
+        stack = [name]
+        while stack:
+            top = stack[-1]
+            if top in self.tensors:
+                stack.pop()
+                continue
+            if top not in self.building:
+                self.building.append(top)
+            todo = [s for s in _sources(self.path + top, self._spec(top)) if self._is_layer(s)]
+            for src in todo:
+                if src not in self.net:
+                    raise fail(self.path + top, f"reads unknown layer {src!r}{did_you_mean(src, self.net)}")
+                if src not in self.tensors and src in self.building:
+                    cycle = self.building[self.building.index(src):] + [src]
+                    raise NetDictError(f"layers {' -> '.join(cycle)} form a cycle")
+            waiting = [s for s in todo if s not in self.tensors]
+            if waiting:
+                stack.append(waiting[0])
+                continue
+            self.tensors[top] = self._build(top)
+            self.building.remove(top)
+            stack.pop()
+        return self.tensors[name]
+
+    def _spec(self, name: str) -> Mapping[str, Any]:
+        if name not in self.net:
+            raise NetDictError(f"no layer {name!r}{did_you_mean(name, self.net)}")
+        self.check(name)
+        return self.net[name]
+
+    def _is_layer(self, src: str) -> bool:
+        return not (src == "data" or src.startswith(("data:", "base:")))
+
+    def _build(self, name: str) -> Any:
         spec = self.net[name]
         cls = self.check(name)
-        xs = [self.ref(name, s) for s in _sources(name, spec)]
+        xs = [self.ref(name, s) for s in _sources(self.path + name, spec)]
         if spec["class"] != "dropout" and spec.get("dropout"):  # RETURNN: dropout on the layer's input
             xs = [keras.layers.Dropout(float(spec["dropout"]), name=f"{name}__dropout{i or ''}")(x)
                   for i, x in enumerate(xs)]
         if not cls.takes_list and len(xs) > 1:
             xs = [keras.layers.Concatenate(axis=-1, name=f"{name}__from")(xs)]
         opts = {k: v for k, v in spec.items() if k not in ("class", "from")}
-        y = cls.build(name, opts, xs if cls.takes_list else xs[0], self.ctx)
+        try:
+            y = cls.build(name, opts, xs if cls.takes_list else xs[0], self.ctx)
+        except NetDictError:
+            raise
+        except _BUILD_ERRORS as e:
+            raise fail(self.path + name, f"cannot build it ({type(e).__name__}: {' '.join(str(e).split())[:300]})") \
+                from None
         _check_out_size(self.path + name, spec, cls, y)
         if spec.get("trainable", True) is False:
             self.frozen.append(name)
-        self.building.pop()
-        self.tensors[name] = y
         return y
 
     def check(self, name: str) -> Any:
@@ -123,6 +162,7 @@ class _Graph:
         spec = self.net[name]
         if not isinstance(spec, Mapping) or "class" not in spec:
             raise fail(self.path + name, "needs a dict with a 'class'")
+        check_options(self.path + name, spec)  # types and ranges first: nothing wrong reaches Keras
         cls = CLASSES.get(spec["class"])
         if cls is None:
             raise fail(self.path + name, f"unknown class {spec['class']!r}{did_you_mean(str(spec['class']), CLASSES)} "
@@ -137,6 +177,8 @@ class _Graph:
     def outputs(self) -> list[str]:
         if self.data is not None:
             return ["output"]  # a subnetwork's value is its 'output' layer; losses inside it are not outputs
+        for n in self.net:
+            self.check(n)
         outs = [n for n, s in self.net.items() if s.get("loss") or s.get("is_output_layer") or n == "output"]
         if not outs:
             raise NetDictError(f"network {self.path or 'dict'} has no output layer: name one 'output' or give it "
@@ -215,6 +257,8 @@ def build_model(net_dict: Any, extern_data: Mapping[str, Any] | None = None, *,
     spec = getattr(net_dict, "spec", net_dict)
     if not isinstance(spec, Mapping):
         raise NetDictError(f"build_model needs a network dict, not a {type(spec).__name__}")
+    if extern_data is not None and not isinstance(extern_data, Mapping):
+        raise NetDictError(f"extern_data must be a dict {{'data': {{'dim': ...}}}}, not a {type(extern_data).__name__}")
     graph = _Graph(spec, dict(extern_data or {}))
     for out in graph.outputs():
         graph.layer(out)

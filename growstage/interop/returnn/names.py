@@ -128,12 +128,41 @@ def _simple_entry(reader: Reader, name: str, batch_norm: bool) -> Entry:
     return Entry(tuple(shape), e.dtype, load, source=f"{reader.path}:{name}")
 
 
+def _choose_layouts(groups: dict, layout: str | Mapping[str, str] | None, path: str, notes: list[str],
+                    problems: list[str]) -> None:
+    """Each rec layer's LSTM layout comes from its names; a layer with both layouts' names needs ``layout=``."""
+    lstm_layers = sorted({l for k, l in groups if k in UNITS})
+    if isinstance(layout, Mapping):
+        bad = [l for l in layout if l not in lstm_layers]
+        if bad:
+            raise GrowstageError(f"layout: {bad[0]!r} is no LSTM layer of {path}{did_you_mean(bad[0], lstm_layers)}")
+    for layer in lstm_layers:
+        chosen = layout.get(layer) if isinstance(layout, Mapping) else layout
+        if chosen is not None and chosen not in UNITS:
+            raise GrowstageError(f"layout {chosen!r} for {layer!r}{did_you_mean(str(chosen), UNITS)} (layouts: "
+                                 f"{', '.join(UNITS)})")
+        found = [k for k in UNITS if (k, layer) in groups]
+        if len(found) > 1 and chosen is None:
+            problems.append(f"{layer}: {path} holds the names of both LSTM layouts (rec/W, rec/W_re, rec/b: "
+                            f"nativelstm2; rec/lstm_cell/kernel, bias: standardlstm): ambiguous; pass "
+                            f"layout={{{layer!r}: 'nativelstm2'}} or 'standardlstm'")
+        elif chosen is not None and chosen not in found:
+            problems.append(f"{layer}: layout={chosen!r} but {path} holds the names of {found[0]} only")
+        elif len(found) > 1:
+            other = next(k for k in found if k != chosen)
+            dropped = groups.pop((other, layer))
+            notes.append(f"{layer}: layout {chosen} chosen by layout=; the {other} names ignored: "
+                         f"{', '.join(sorted(dropped.values()))}")
+
+
 def from_returnn(reader: Reader, *, forget_bias: float | Mapping[str, float] = 1.0,
-                 ignore: Iterable[str] = ()) -> Reader:
+                 ignore: Iterable[str] = (), layout: str | Mapping[str, str] | None = None) -> Reader:
     """A reader of a RETURNN TF checkpoint, seen with growstage names and Keras layouts; see the module doc.
 
     ``forget_bias``: what each standardlstm cell added at run time (RETURNN's ``unit_opts``;
     a float, or ``{layer: float}`` with 1.0 for the others).  ``ignore``: names to drop.
+    ``layout``: the LSTM layout (``nativelstm2`` or ``standardlstm``, or ``{layer: layout}``) where the
+    names do not decide it (a layer holding both layouts' names); the notes say which was assumed.
     """
     ignore = set(ignore)
     bad = [n for n in ignore if n not in reader]
@@ -143,17 +172,20 @@ def from_returnn(reader: Reader, *, forget_bias: float | Mapping[str, float] = 1
     problems = [f"{reader.path}: {n!r} is no RETURNN param name growstage knows (linear/softmax/conv W, b; rec "
                 f"W, W_re, b or lstm_cell/kernel, bias; layer_norm scale, bias; batch_norm/*); pass it in ignore "
                 f"to drop it" for n in unknown]
+    notes = list(reader.notes)
+    _choose_layouts(groups, layout, reader.path, notes, problems)
     fb = _per_layer(forget_bias, [l for k, l in groups if k == "standardlstm"], "forget_bias")
     entries: dict[str, Entry] = {}
-    notes = list(reader.notes)
     for (kind, layer), parts in sorted(groups.items(), key=lambda kv: kv[0][1]):
         if kind in UNITS:
             entries.update(_lstm_entries(reader, kind, layer, parts, fb(layer), problems))
             if kind == "standardlstm":
                 notes.append(f"{layer}: standardlstm, forget_bias {fb(layer)} folded into the f-gate block of "
-                             f"cell/bias (TF's LSTMCell adds it at run time; Keras stores it)")
+                             f"cell/bias (TF's LSTMCell adds it at run time; Keras stores it); LSTM layout "
+                             f"standardlstm assumed (from its names rec/lstm_cell/kernel, bias)")
             else:
-                notes.append(f"{layer}: nativelstm2 gates reordered c,i,f,o -> i,f,c,o")
+                notes.append(f"{layer}: nativelstm2 gates reordered c,i,f,o -> i,f,c,o; LSTM layout nativelstm2 "
+                             f"assumed (from its names rec/W, W_re, b)")
             continue
         table = _BN_NAMES if kind == "batch_norm" else _PLAIN_NAMES
         for part, name in parts.items():
