@@ -141,9 +141,23 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
     planner.preserve_findings()
     if planner.problems:
         raise PlanError(planner.problems)
+    annotate_sources(planner.rows, src)
     notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
                                + planner.notes + idle_options(planner.rows, opts)))
     return Plan(planner.rows, planner.src, targets, opts, notes)
+
+
+def annotate_sources(rows: list[PlanRow], src: Snapshot) -> None:
+    """Each row's ``source_name`` (the tensor's own name) and ``rule`` (what mapped it: rules, rename=)."""
+    for r in rows:
+        if r.source is None:
+            continue
+        own, rule = src.origins.get(r.source, (r.source, None))
+        parts = [rule] if rule else []
+        if r.layer is not None and r.source_layer not in (None, r.layer):
+            parts.append(f"rename {r.source_layer!r} -> {r.layer!r}")
+        if parts:
+            r.source_name, r.rule = own, "; ".join(parts)
 
 
 _NOISY = (Fill.NET2NET, Fill.CLONE, Fill.LEMON)  # the fills fill_noise acts on (core.growth)

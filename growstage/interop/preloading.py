@@ -112,7 +112,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
         >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
         >>> np.savez(path, **{"out/kernel": np.ones((3, 2), "f4"), "out/bias": np.ones(2, "f4")})
         >>> preload(m, {"a": {"filename": path, "ignore_params": ["out/bias"]}}).counts()
-        {'copied': 1}
+        {'copied': 1, 'kept-init': 1, 'ignored': 1}
         >>> preload(m, {"a": {"filename": path, "ignore_params": ["out/bais"]}})
         Traceback (most recent call last):
         growstage.core.errors.PlanError: 1 problem(s) in the transfer plan; nothing was changed:
@@ -126,6 +126,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     readers: list[Reader] = []
     applying, notes = _applying(preload_from_files, training, resuming)
     only_keys: set[str] = set()
+    log: dict[str, Any] = {"kept": {}, "origins": {}, "unused": []}  # the report's rows beside the copies
     try:
         for entry in applying:
             opts = _entry_options(entry, preload_from_files[entry])
@@ -135,16 +136,18 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
             if not isinstance(reader, Reader):
                 reader = open_checkpoint(reader, model=model, allow_large=allow_large)
                 readers.append(reader)
-            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems)
+            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems, log)
             only_keys |= outside
             notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
         if problems:
             raise PlanError(problems)
-        if not layers:
-            return Report([], notes)
+        if not layers:  # no entry applies now (resuming): nothing to report beside the notes
+            return Report(_other_rows(target_keys, taken, only_keys, log) if applying else [], notes)
         p = plan_for(Snapshot(layers), targets, ignore_missing=True)
         p.rows = [r for r in p.rows if r.target in taken]
-        p.rows += [_ignored_row(target_keys[k]) for k in sorted(only_keys - set(taken))]
+        for r in p.rows:
+            r.source_name, r.rule = log["origins"][r.target]
+        p.rows += _other_rows(target_keys, taken, only_keys, log)
         p.notes = notes + p.notes
         return apply(p)
     finally:
@@ -168,9 +171,16 @@ def _applying(entries: Mapping[str, Mapping[str, Any]], training: bool, resuming
     return applying, notes
 
 
-def _ignored_row(target: tuple[str, Any]) -> PlanRow:
-    lname, spec = target
-    return PlanRow(lname, spec.name, None, "kept-init", None, spec.shape, reason="not in only=: untouched")
+def _other_rows(target_keys: dict, taken: dict[str, str], only_keys: set[str], log: dict) -> list[PlanRow]:
+    """What no entry set (kept: ignored, missing, outside only=, selected by no entry) and the checkpoint
+    tensors no target param read (unused), as transfer reports them."""
+    rows = []
+    for key, (lname, spec) in target_keys.items():
+        if key in taken:
+            continue
+        why = "not in only=: untouched" if key in only_keys else log["kept"].get(key, "no preload entry selects it")
+        rows.append(PlanRow(lname, spec.name, None, "kept-init", None, spec.shape, reason=why))
+    return rows + log["unused"]
 
 
 def _check_names(entry: str, opts: Mapping[str, Any], target_keys: dict, selected: list[str],
@@ -202,8 +212,9 @@ def _check_names(entry: str, opts: Mapping[str, Any], target_keys: dict, selecte
 
 
 def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys: dict, layers: dict,
-                taken: dict[str, str], problems: list[str]) -> tuple[int, set[str]]:
-    """Choose the entry's values; returns how many it set and the keys its ``only`` list left out."""
+                taken: dict[str, str], problems: list[str], log: dict) -> tuple[int, set[str]]:
+    """Choose the entry's values; returns how many it set and the keys its ``only`` list left out.
+    ``log``: why params stayed as they were (``kept``), where each value came from (``origins``)."""
     prefix = opts.get("prefix", "") or ""
     mapping = dict(opts.get("var_name_mapping") or {})
     ignore = set(opts.get("ignore_params") or ())
@@ -217,11 +228,15 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
         return 0, set()
     outside = {k for k in selected if only is not None and target_keys[k][0] not in only}
     count, skipped = 0, {"taken": 0, "ignored": 0}
+    passed: dict[str, str] = {}  # checkpoint names this entry passed over, and why
     for key in selected:
         if key in outside:
+            passed[mapping.get(key, key[len(prefix):])] = "not in only="
             continue
         if key in taken or key in ignore or key.startswith(ignore_pre):
             skipped["taken" if key in taken else "ignored"] += 1
+            passed[mapping.get(key, key[len(prefix):])] = "set by an earlier entry" if key in taken else "ignore_params"
+            log["kept"].setdefault(key, f"preload {entry!r}: in ignore_params")
             continue
         lname, spec = target_keys[key]
         ck = mapping.get(key, key[len(prefix):])
@@ -233,11 +248,18 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
                 if not opts.get("ignore_missing", False):
                     problems.append(f"preload {entry!r}: {reader.path} has no {ck!r} for {key}"
                                     f"{did_you_mean(ck, reader)}; set ignore_missing, ignore_params or var_name_mapping")
+                log["kept"].setdefault(key, f"preload {entry!r}: missing {ck!r} (ignore_missing)")
                 continue
             prm = Param(np.asarray(value))
         layers.setdefault(lname, {})[spec.name] = prm
         taken[key] = entry
+        how = "var_name_mapping" if key in mapping else f"prefix {prefix!r}" if prefix else "same name"
+        log["origins"][key] = (ck, f"preload {entry!r}: {how}")
         count += 1
+    read = {log["origins"][k][0] for k, e in taken.items() if e == entry}
+    log["unused"] += [PlanRow(None, n, n, "ignored" if n in passed else "unused", tuple(reader[n].shape),
+                              reason=f"preload {entry!r}: {passed.get(n, 'no target param reads it')}")
+                      for n in reader if n not in read]
     if count == 0 and not opts.get("ignore_missing", False):
         why = (f"ignore_params/ignore_params_prefixes exclude {skipped['ignored']}" if skipped["ignored"] else "")
         if skipped["taken"]:
