@@ -75,7 +75,7 @@ def test_same_size_load_equals_keras_hub_from_preset(folders, family):
     assert set(got) == set(want)
     bad = [k for k in want if not np.array_equal(got[k], want[k])]
     assert bad == []
-    assert all(r.origin for r in rep.rows if r.source is not None)  # every row names HF's tensor
+    assert all(r.source_name for r in rep.rows if r.source is not None)  # every row names HF's tensor
     if family == "bert":
         ref_out = H.hf_logits(model, IDS)
         np.testing.assert_allclose(H.keras_logits(target, IDS), ref_out, atol=_tol(ref_out))
@@ -197,7 +197,7 @@ def test_rebuild_and_preload_take_the_folder(folders):
     ref = keras_hub.models.GPT2Backbone.from_preset(folder)
     want = {v.path: keras.ops.convert_to_numpy(v) for v in ref.weights}
     big, rep = growstage.rebuild(lambda: _gpt2_backbone(layers=4), folder, mode="subset", allow_new_layers=True)
-    assert rep.row("transformer_layer_1/self_attention/query/kernel").origin.startswith(
+    assert rep.row("transformer_layer_1/self_attention/query/kernel").source_name.startswith(
         "transformer.h.1.attn.c_attn.weight[:, 0:32]")
     got = {v.path: keras.ops.convert_to_numpy(v) for v in big.weights}
     assert all(np.array_equal(got[k], want[k]) for k in want)
@@ -231,7 +231,7 @@ def test_grow_on_load_keeps_the_hf_models_logits(folders, how):
                                       allow_new_layers=True)
     np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))
     from_file = [r for r in rep.rows if r.source is not None]
-    assert from_file and all(r.origin.startswith("transformer.") for r in from_file)
+    assert from_file and all(r.source_name.startswith("transformer.") for r in from_file)
 
 
 def test_a_schedules_first_stage_grows_from_the_folder(folders):

@@ -58,7 +58,7 @@ def test_the_ignore_prefix_excludes_exactly_the_layer_meant(saved):
     new = _net()
     before = _values(new)
     rep = growstage.preload(new, {"a": {"filename": path, "ignore_params_prefixes": ["ff_2/"]}})
-    assert rep.counts() == {"copied": 6}
+    assert rep.counts() == {"copied": 6, "kept-init": 2, "ignored": 2}  # ff_2 left as it was
     assert np.array_equal(new.get_layer("ff_2").kernel.numpy(), before[new.get_layer("ff_2").kernel.path])
     assert np.array_equal(new.get_layer("lin_1").kernel.numpy(), old.get_layer("lin_1").kernel.numpy())
 
@@ -82,7 +82,7 @@ def test_only_loads_named_layers_and_reports_the_rest_as_ignored(saved, tmp_path
     new = _net()
     before = _values(new)
     rep = growstage.preload(new, {"convs": {"filename": path, "only": ["conv_1", "conv_2"]}})
-    assert rep.counts() == {"copied": 4, "kept-init": 4}
+    assert rep.counts() == {"copied": 4, "kept-init": 4, "ignored": 4}
     assert {r.layer for r in rep.rows if r.reason == "not in only=: untouched"} == {"ff_2", "lin_1"}
     assert "new layer" not in rep.table()
     for lname in ("conv_1", "conv_2"):

@@ -100,7 +100,10 @@ def test_seed_networks_load_conv_layers_by_preload_with_prefix(trained):
     m3 = gr.build_model(net2(), EXTERN)
     fresh = _values(m3)
     report = growstage.preload(m3, {"convs": {"filename": str(d / "net1.h5"), "prefix": "convs/"}})
-    assert report.counts() == {"copied": 2}
+    assert report.counts() == {"copied": 2, "kept-init": 16, "unused": 6}  # what preload left is reported too
+    assert {r.reason for r in report.rows if r.action == "kept-init"} == {"no preload entry selects it"}
+    assert report.row("convs/conv_2/kernel").source_name == "conv_2/kernel"
+    assert report.row("convs/conv_2/kernel").rule == "preload 'convs': prefix 'convs/'"
     got = _values(m3)
     assert np.array_equal(got["convs/conv_2/kernel"], m1.get_layer("conv_2").kernel.numpy())
     assert all(np.array_equal(v, fresh[k]) for k, v in got.items() if not k.startswith("convs/"))
@@ -116,7 +119,8 @@ def test_the_questions_flat_new_network_loads_its_conv_layers_by_preload(trained
     fresh = _values(m)
     report = growstage.preload(m, {"convs": {"filename": gr.open_returnn(d / "net1.ckpt"), "ignore_missing": True,
                                              "ignore_params_prefixes": ["lin_1/", "ff_2/", "output/"]}})
-    assert report.counts() == {"copied": 2}
+    assert report.counts() == {"copied": 2, "kept-init": 16, "ignored": 6}
+    assert {r.reason for r in report.rows if r.action == "ignored"} == {"preload 'convs': ignore_params"}
     got = _values(m)
     assert np.array_equal(got["conv_1/kernel"], m1.get_layer("conv_1").kernel.numpy())
     assert all(np.array_equal(v, fresh[k]) for k, v in got.items() if not k.startswith("conv_"))

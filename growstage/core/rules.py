@@ -74,28 +74,29 @@ class Rules:
         if name in self.exact:
             hits[f"exact {name!r}"] += 1
             dest = self.exact[name]
-            return ([dest] if isinstance(dest, str) else list(dest)), "exact"
+            return ([dest] if isinstance(dest, str) else list(dest)), f"exact {name!r}"
         trail = []
         if self.strip_prefix and name.startswith(self.strip_prefix):
             hits[f"strip_prefix {self.strip_prefix!r}"] += 1
             name = name[len(self.strip_prefix):]
-            trail.append("strip_prefix")
+            trail.append(f"strip_prefix {self.strip_prefix!r}")
         best = max((s for s in self.scopes if s in ("", "/") or name.startswith(s)), key=len, default=None)
         if best is not None:
             hits[f"scopes {best!r}"] += 1
             rest = name if best in ("", "/") else name[len(best):]
             name = self.scopes[best].lstrip("/") + rest if self.scopes[best] != "/" else rest
-            trail.append(f"scope {best!r}")
+            trail.append(f"scope {best!r} -> {self.scopes[best]!r}")
         for pattern, repl in self._regex:
             m = pattern.fullmatch(name)
             if m:
                 hits[f"regex {pattern.pattern!r}"] += 1
                 name = m.expand(repl)
-                trail.append(f"regex {pattern.pattern!r}")
+                trail.append(f"regex {pattern.pattern!r} -> {repl!r}")
                 break
         if self.add_prefix:
             hits[f"add_prefix {self.add_prefix!r}"] += 1
             name = self.add_prefix + name
+            trail.append(f"add_prefix {self.add_prefix!r}")
         return [name], ", ".join(trail) or "unchanged"
 
     def apply(self, names: Iterable[str]) -> RuleResult:

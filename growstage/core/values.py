@@ -81,6 +81,8 @@ class Snapshot(Mapping):
     notes: list[str] = field(default_factory=list)
     path: str | None = None  # the file it reads from, if any
     closer: Callable[[], None] | None = field(default=None, repr=False, compare=False)  # releases that file
+    # renamed snapshots: {layer/param: (the source tensor's own name, the rule that mapped it)}
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, layer: str) -> dict[str, Param]:
         try:

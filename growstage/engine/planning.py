@@ -144,23 +144,37 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
     planner.preserve_findings()
     if planner.problems:
         raise PlanError(planner.problems)
+    annotate_sources(planner.rows, src)
     name_origins(planner.rows, planner.src)
     notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
                                + planner.notes + idle_options(planner.rows, opts)))
     return Plan(planner.rows, planner.src, targets, opts, notes)
 
 
+def annotate_sources(rows: list[PlanRow], src: Snapshot) -> None:
+    """Each row's ``source_name`` (the tensor's own name) and ``rule`` (what mapped it: rules, rename=)."""
+    for r in rows:
+        if r.source is None:
+            continue
+        own, rule = src.origins.get(r.source, (r.source, None))
+        parts = [rule] if rule else []
+        if r.layer is not None and r.source_layer not in (None, r.layer):
+            parts.append(f"rename {r.source_layer!r} -> {r.layer!r}")
+        if parts:
+            r.source_name, r.rule = own, "; ".join(parts)
+
+
 def name_origins(rows: list[PlanRow], src: Snapshot) -> None:
-    """Each row's ``origin``: the tensor of the original file its value comes from (a Hugging Face
-    folder's tensor and slice, say), where the source's reader knows it."""
-    layers = src.layers
+    """A row's ``source_name`` and ``rule`` where the source's reader knows the original file's tensor
+    (a Hugging Face folder's tensor, slice and layout, mapped by a preset)."""
+    layers, preset = src.layers, src.meta.get("hf_preset")
     for r in rows:
         if r.source is None or r.param is None:
             continue
         prm = layers.get(r.source_layer or "", {}).get(r.param)
         origin = getattr(getattr(prm, "value", None), "origin", "")
         if origin and origin != r.source:
-            r.origin = origin
+            r.source_name, r.rule = origin, f"preset {preset!r}" if preset else "reader's name"
 
 
 def hf_differences(src: Snapshot, model: Any, opts: TransferOptions) -> list[str]:

@@ -39,7 +39,10 @@ class PlanRow:
     mode: str | None = None
     fill: str | None = None
     split_derived: bool = False
-    origin: str = ""  # the original file's tensor (and slice, layout) the value comes from, when renamed
+    # the source tensor's own name (before any renaming) and the rule that mapped it onto ``source``
+    # (Rules, rename=, var_name_mapping, a preset); None: the same name, no rule
+    source_name: str | None = None
+    rule: str | None = None
 
     def __post_init__(self) -> None:
         self.action = Action(self.action).value  # a plain str: one of the vocabulary's actions
@@ -72,9 +75,11 @@ def _ranges(nums: list[int]) -> str:
 
 
 def _group_key(row: PlanRow):
-    """Rows that differ only in the layer's last number share a key."""
+    """Rows that differ only in the layer's last number share a key (a renamed source never collapses)."""
+    if row.rule or row.source_name not in (None, row.source):
+        return None, None
     if row.layer is not None:
-        if row.source not in (None, row.target) or row.origin:  # each row names its own file tensor
+        if row.source not in (None, row.target):
             return None, None
         name = row.layer
     else:  # an unused or ignored source param: ``param`` is its name
@@ -134,17 +139,19 @@ def rich_table(rows: Iterable[PlanRow], *, collapse_layers: bool = True) -> "ric
     rows = list(rows)
     items = collapse(rows) if collapse_layers else [(r.target or r.source or "", r) for r in rows]
     table = Table(box=_BOX, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
-    for name in ("param", "action", "source", "shape", "note"):
+    rules = any(r.rule for _, r in items)  # the rule column only when some name was mapped
+    for name in ("param", "action", "source", *(("rule",) if rules else ()), "shape", "note"):
         table.add_column(name, no_wrap=name != "note", style=_STYLE.get(name, ""))
     for label, r in items:
         note = r.reason
         if r.split_derived:
             note = (note + "; " if note else "") + "old split derived from the new"
-        source = "=" if r.source is not None and r.source == label and r.layer is not None else (r.source or "-")
-        source = r.origin or source  # the file's own tensor (a Hugging Face name and slice)
+        own = r.source_name if r.source_name is not None else r.source
+        source = "=" if own is not None and own == label and r.layer is not None else (own or "-")
         action = f"[{_ACTION_STYLE[r.action]}]{r.action}[/]" if r.action in _ACTION_STYLE else r.action
-        table.add_row(rich.markup.escape(label), action, rich.markup.escape(source), _fmt_shape(r),
-                      rich.markup.escape(note))
+        cells = [rich.markup.escape(label), action, rich.markup.escape(source)]
+        cells += [rich.markup.escape(r.rule or "")] if rules else []
+        table.add_row(*cells, _fmt_shape(r), rich.markup.escape(note))
     return table
 
 

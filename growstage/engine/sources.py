@@ -147,6 +147,12 @@ def apply_rules(src: Snapshot, rules: Any, layer_names: Iterable[str]) -> Snapsh
         notes.append(f"{len(result.ignored)} source params dropped by ignore rules")
     out = snapshot_from_flat({t: flat[s] for t, s in result.targets.items()}, layer_names, meta=src.meta, notes=notes)
     out.path, out.closer = src.path, src.closer
+    # what the report shows beside each row: the tensor's own name and the rule that renamed it
+    for t, s in result.targets.items():
+        own, earlier = src.origins.get(s, (s, None))  # a reader may have renamed it already (a preset)
+        rule = f"rules: {result.log[t]}" if result.log.get(t) != "unchanged" else None
+        if rule or earlier:
+            out.origins[t] = (own, "; ".join(x for x in (earlier, rule) if x))
     return out
 
 
@@ -163,7 +169,7 @@ def edit_values(src: Snapshot, on_values: Callable) -> Snapshot:
             old = src.layers.get(lname, {}).get(pname)
             keep = old is not None and old.shape == arr.shape
             layers[lname][pname] = Param(arr, split=old.split if keep else None, roles=old.roles if keep else None)
-    return Snapshot(layers, meta=src.meta, notes=src.notes, path=src.path, closer=src.closer)
+    return Snapshot(layers, meta=src.meta, notes=src.notes, path=src.path, closer=src.closer, origins=src.origins)
 
 
 def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: Callable[[str], str | None],
@@ -185,4 +191,4 @@ def load_missing(src: Snapshot, targets: dict[str, LayerInfo], source_layer_of: 
             if value is not None:
                 layers.setdefault(src_lname, {})[spec.name] = Param(np.asarray(value))
                 notes.append(f"{lname}/{spec.name}: value from custom_missing_load_func")
-    return Snapshot(layers, meta=src.meta, notes=notes, path=src.path, closer=src.closer)
+    return Snapshot(layers, meta=src.meta, notes=notes, path=src.path, closer=src.closer, origins=src.origins)

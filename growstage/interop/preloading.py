@@ -144,7 +144,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
         >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
         >>> np.savez(path, **{"out/kernel": np.ones((3, 2), "f4"), "out/bias": np.ones(2, "f4")})
         >>> preload(m, {"a": {"filename": path, "ignore_params": ["out/bias"]}}).counts()
-        {'copied': 1}
+        {'copied': 1, 'kept-init': 1, 'ignored': 1}
         >>> preload(m, {"a": {"filename": path, "ignore_params": ["out/bais"]}})
         Traceback (most recent call last):
         growstage.core.errors.PlanError: 1 problem(s) in the transfer plan; nothing was changed:
@@ -159,20 +159,24 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
     applying, notes = _applying(preload_from_files, training, resuming)
     only_keys: set[str] = set()
     grow: dict[str, dict] = {"new": {}, "modes": {}, "fills": {}}
+    log: dict[str, Any] = {"kept": {}, "origins": {}, "unused": []}  # the report's rows beside the copies
     try:
         for entry in applying:
             opts = _entry_options(entry, preload_from_files[entry])
             reader = _open_entry(opts, model, allow_large, readers)
-            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems, grow)
+            n, outside = _plan_entry(entry, opts, reader, target_keys, layers, taken, problems, (grow, log))
             only_keys |= outside
             notes.append(f"preload {entry!r}: {n} params from {reader.path} ({reader.format})")
         if problems:
             raise PlanError(problems)
-        if not layers:
-            return Report([], notes)
+        if not layers:  # no entry applies now (resuming): nothing to report beside the notes
+            return Report(_other_rows(target_keys, taken, only_keys, log) if applying else [], notes)
         p = plan_for(Snapshot(layers), targets, ignore_missing=True, **_growth(grow, layers))
         p.rows = [r for r in p.rows if r.target in taken or r.layer in grow["new"]]
-        p.rows += [_ignored_row(target_keys[k]) for k in sorted(only_keys - set(taken))]
+        for r in p.rows:
+            if r.target in log["origins"] and not (r.rule or "").startswith("preset"):  # a preset names HF's tensor
+                r.source_name, r.rule = log["origins"][r.target]
+        p.rows += _other_rows(target_keys, taken, only_keys, log)
         p.notes = notes + p.notes
         return apply(p)
     finally:
@@ -196,9 +200,16 @@ def _applying(entries: Mapping[str, Mapping[str, Any]], training: bool, resuming
     return applying, notes
 
 
-def _ignored_row(target: tuple[str, Any]) -> PlanRow:
-    lname, spec = target
-    return PlanRow(lname, spec.name, None, "kept-init", None, spec.shape, reason="not in only=: untouched")
+def _other_rows(target_keys: dict, taken: dict[str, str], only_keys: set[str], log: dict) -> list[PlanRow]:
+    """What no entry set (kept: ignored, missing, outside only=, selected by no entry) and the checkpoint
+    tensors no target param read (unused), as transfer reports them."""
+    rows = []
+    for key, (lname, spec) in target_keys.items():
+        if key in taken:
+            continue
+        why = "not in only=: untouched" if key in only_keys else log["kept"].get(key, "no preload entry selects it")
+        rows.append(PlanRow(lname, spec.name, None, "kept-init", None, spec.shape, reason=why))
+    return rows + log["unused"]
 
 
 def _check_names(entry: str, opts: Mapping[str, Any], target_keys: dict, selected: list[str],
@@ -238,9 +249,11 @@ def _growth(grow: dict[str, dict], layers: dict) -> dict[str, Any]:
 
 
 def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys: dict, layers: dict,
-                taken: dict[str, str], problems: list[str], grow: dict[str, dict]) -> tuple[int, set[str]]:
+                taken: dict[str, str], problems: list[str], state: tuple[dict, dict]) -> tuple[int, set[str]]:
     """Choose the entry's values; returns how many it set and the keys its ``only`` list left out.
-    ``grow`` collects the entry's new layers and per-layer mode and fill."""
+    ``state``: ``grow`` (the entry's new layers and per-layer mode and fill) and ``log`` (why params
+    stayed as they were, ``kept``; where each value came from, ``origins``)."""
+    grow, log = state
     prefix = opts.get("prefix", "") or ""
     mapping = dict(opts.get("var_name_mapping") or {})
     ignore = set(opts.get("ignore_params") or ())
@@ -255,11 +268,15 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
     outside = {k for k in selected if only is not None and target_keys[k][0] not in only}
     count, skipped = 0, {"taken": 0, "ignored": 0}
     present = {target_keys[k][0] for k in selected if mapping.get(k, k[len(prefix):]) in reader}
+    passed: dict[str, str] = {}  # checkpoint names this entry passed over, and why
     for key in selected:
         if key in outside:
+            passed[mapping.get(key, key[len(prefix):])] = "not in only="
             continue
         if key in taken or key in ignore or key.startswith(ignore_pre):
             skipped["taken" if key in taken else "ignored"] += 1
+            passed[mapping.get(key, key[len(prefix):])] = "set by an earlier entry" if key in taken else "ignore_params"
+            log["kept"].setdefault(key, f"preload {entry!r}: in ignore_params")
             continue
         lname, spec = target_keys[key]
         ck = mapping.get(key, key[len(prefix):])
@@ -274,19 +291,34 @@ def _plan_entry(entry: str, opts: Mapping[str, Any], reader: Reader, target_keys
                 if not opts.get("ignore_missing", False):
                     problems.append(f"preload {entry!r}: {reader.path} has no {ck!r} for {key}"
                                     f"{did_you_mean(ck, reader)}; set ignore_missing, ignore_params or var_name_mapping")
+                log["kept"].setdefault(key, f"preload {entry!r}: missing {ck!r} (ignore_missing)")
                 continue
             prm = Param(np.asarray(value))
         layers.setdefault(lname, {})[spec.name] = prm
         taken[key] = entry
+        how = "var_name_mapping" if key in mapping else f"prefix {prefix!r}" if prefix else "same name"
+        log["origins"][key] = (ck, f"preload {entry!r}: {how}")
         count += 1
+    _unused_rows(entry, reader, {log["origins"][k][0] for k, e in taken.items() if e == entry}, passed, log)
     if count == 0 and not opts.get("ignore_missing", False):
         why = (f"ignore_params/ignore_params_prefixes exclude {skipped['ignored']}" if skipped["ignored"] else "")
         if skipped["taken"]:
             why += ("; " if why else "") + f"earlier entries already set {skipped['taken']}"
         problems.append(f"preload {entry!r} loads nothing: of the {len(selected) - len(outside)} params it selects "
                         f"(prefix {prefix!r}, only {only!r}), {why or 'none'}")
-    for lname in {target_keys[k][0] for k, e in taken.items() if e == entry} | {
-            l for l, e in grow["new"].items() if e == entry}:
+    _entry_growth(entry, opts, {target_keys[k][0] for k, e in taken.items() if e == entry}, grow)
+    return count, outside
+
+
+def _entry_growth(entry: str, opts: Mapping[str, Any], loaded: set[str], grow: dict[str, dict]) -> None:
+    """The entry's ``mode`` and ``fill`` for the layers it loads and the new layers it owns."""
+    for lname in loaded | {l for l, e in grow["new"].items() if e == entry}:
         grow["modes"].update({lname: opts["mode"]} if "mode" in opts else {})
         grow["fills"].update({lname: opts["fill"]} if "fill" in opts else {})
-    return count, outside
+
+
+def _unused_rows(entry: str, reader: Reader, read: set[str], passed: dict[str, str], log: dict) -> None:
+    """The report's rows for the checkpoint names this entry read nothing from (ignored or unused)."""
+    log["unused"] += [PlanRow(None, n, n, "ignored" if n in passed else "unused", tuple(reader[n].shape),
+                              reason=f"preload {entry!r}: {passed.get(n, 'no target param reads it')}")
+                      for n in reader if n not in read]
