@@ -136,9 +136,11 @@ def mesh_layout(shape):
 
     mesh = kd.DeviceMesh(shape, ["batch", "model"], jax.devices()[: shape[0] * shape[1]])
     lm = kd.LayoutMap(mesh)
+    # LayoutMap keys are regexes matched against whole variable paths (re.fullmatch)
     for key, axes in {r"blstm\d+/.*_lstm.*/lstm_cell/(recurrent_)?kernel": (None, "model"), r"output/kernel": ("model", None),
-                      r"_att/(query|key|value)/kernel": (None, "model", None), r"_att/attention_output/kernel": ("model", None, None),
-                      r"_ff1/kernel": (None, "model"), r"_ff2/kernel": ("model", None)}.items():
+                      r".*_att/(query|key|value)/kernel": (None, "model", None),
+                      r".*_att/attention_output/kernel": ("model", None, None),
+                      r".*_ff1/kernel": (None, "model"), r".*_ff2/kernel": ("model", None)}.items():
         lm[key] = axes
     return kd.ModelParallel(layout_map=lm, batch_dim_name="batch")
 

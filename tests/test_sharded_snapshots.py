@@ -55,6 +55,10 @@ def test_save_writes_each_devices_shards_from_that_device_and_loads_back(tmp_pat
         assert snap["h"]["kernel"].split == [[8], [16]]
     rows = {r["name"]: r for r in growstage.filetools.inspect(path)["params"]}
     assert rows["h/kernel"]["shape"] == list(kernel.shape)
+    from growstage.cli import main
+
+    assert main(["inspect", str(path), "--json"]) == 0  # the command line reads it too
+    assert main(["inspect", str(path), "--stats"]) == 0
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".growstage-tmp")]
 
 

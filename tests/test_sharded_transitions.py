@@ -138,3 +138,25 @@ def test_transfer_into_a_built_model_on_another_mesh_shape_and_its_undo():
         v.assign(before[k])
     growstage.transfer(fill_values(mlp(16)), one, mode="subset", fill="preserve")
     _assert_same(weights_of(one), after)
+
+
+def test_data_parallel_replicas_grow_on_every_device():
+    import jax
+    from keras import distribution as kd
+
+    dp = kd.DataParallel(devices=jax.devices())
+    w1, s1, _, _ = _grow(lambda: mlp(16), lambda: mlp(32), None, "net2net")
+    w8, s8, reads, new = _grow(lambda: mlp(16), lambda: mlp(32), dp, "net2net")
+    assert reads == []
+    _assert_same(w1, w8)
+    assert all(np.array_equal(a, b) for a, b in zip(s1, s8))
+    assert len(new.get_layer("h").kernel.value.sharding.device_set) == 8
+
+
+def test_the_watch_sees_a_host_copy():
+    # the check can fail: the values of a sharded model read as numpy pass through the watch
+    with under(model_parallel()):
+        old = fill_values(mlp(16))
+        with _watch() as reads:
+            growstage.snapshot(old).values_dict()
+    assert len([r for r in reads if r[0]]) == 4 and all(devices == 8 for _, devices in reads)

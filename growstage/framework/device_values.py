@@ -72,13 +72,23 @@ def _mesh() -> Any:
 
 
 def target_sharding(variable: Any) -> Any | None:
-    """The sharding a variable gets under the active ``keras.distribution`` (JAX); None elsewhere."""
+    """The sharding a variable gets under the active ``keras.distribution`` (JAX); None elsewhere.
+
+    >>> import keras
+    >>> target_sharding(keras.Variable(1.0)) is None   # no distribution active
+    True
+    """
     m = _mesh()
     return m.target_sharding(variable) if m is not None else None
 
 
 def on_mesh(variables: Any) -> bool:
-    """Whether any of ``variables`` is laid out by a distribution (its values stay on the devices)."""
+    """Whether ``variables`` (a model's weights) are laid out by a distribution (their values stay on the devices).
+
+    >>> import keras
+    >>> on_mesh([keras.Variable(1.0)])
+    False
+    """
     return any(target_sharding(v) is not None for v in list(variables)[:1]) if _mesh() is not None else False
 
 

@@ -153,7 +153,8 @@ class Pending:
         their values are computed in threads (TensorFlow ops release the GIL); the variables are
         created here, in the caller's thread, where a ``tf.distribute`` scope applies."""
         todo = [v for v in {id(v): v for v in variables}.values() if id(v) in self._vars]
-        pure = [v for v in todo if isinstance(getattr(self._inits[id(v)], "seed", None), int)]
+        # a sharded variable's init runs through Keras, jitted onto its layout: never whole on one device
+        pure = [v for v in todo if isinstance(getattr(self._inits[id(v)], "seed", None), int) and _sharding(v) is None]
         if len(pure) > 1 and self.threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 

@@ -225,7 +225,9 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     step (see :mod:`growstage.framework.traces`); without it RSS grows by tens of
     MB per transition.
     ``checkpoint_dir``: after every epoch, weights, optimizer state, schedule position and
-    the history so far go to ``checkpoint_dir/epoch-NNNN.h5`` (atomic); ``keep``: how many
+    the history so far go to ``checkpoint_dir/epoch-NNNN.h5`` (atomic; a model on a
+    ``keras.distribution`` mesh, JAX: a sharded folder ``epoch-NNNN/``, each device writing its
+    own shards, and a resume onto any mesh reads per device only its regions); ``keep``: how many
     of the newest files stay (default 3).  ``resume=True``: continue from the latest file
     in ``checkpoint_dir`` that verifies (a fresh start when there is none); the returned
     history then holds every epoch, those before the resume included.  Each checkpoint records the
