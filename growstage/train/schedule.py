@@ -199,6 +199,10 @@ class Schedule:
                 raise GrowstageError(
                     f"stage {idx}: {', '.join(map(repr, clash))} beside the architecture, but no 'spec' key: it would "
                     f"be read as part of the architecture; write {{'spec': <architecture>, {clash[0]!r}: ...}}")
+        where = wrapped_at(spec) if isinstance(spec, Mapping) else None
+        if where:
+            raise GrowstageError(f"stage {idx}: {where} is a WrapEpochValue; only returnn_pretrain(net, ...) resolves "
+                                 "it per epoch (as RETURNN's Pretrain does, epochs from 1); give the value itself here")
         if isinstance(spec, Mapping) and any(isinstance(k, str) and k.startswith("#") for k in spec):
             spec, hashed = split_net_options(spec, f"stage {idx}")  # RETURNN's '#copy_param_mode' & co.
             for key, value in hashed.items():
@@ -206,10 +210,6 @@ class Schedule:
                     raise GrowstageError(f"stage {idx}: {key!r} is given twice, in the stage dict and as a "
                                          "'#' key of its network dict; keep one")
                 extra[key] = value
-        where = wrapped_at(spec) if isinstance(spec, Mapping) else None
-        if where:
-            raise GrowstageError(f"stage {idx}: {where} is a WrapEpochValue; only returnn_pretrain(net, ...) resolves "
-                                 "it per epoch (as RETURNN's Pretrain does, epochs from 1); give the value itself here")
         notes = own_importers(spec, extra, self.options, idx)
         for key in list(extra):
             if key in STAGE_KEYS:
