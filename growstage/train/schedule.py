@@ -153,7 +153,9 @@ class Schedule:
     stage dict without ``spec`` is all architecture, so an option name in it
     is an error.  RETURNN's ``#copy_param_mode``, ``#repetition`` and
     ``#config`` (learning rate) keys at the top of a network-dict spec are
-    that stage's options.  ``mode`` defaults to ``subset``; the stages of
+    that stage's options, and a layer's own ``"custom_param_importer": "subset"`` there is that
+    layer's mode (below ``modes`` the stage or schedule gives it; an unresolved ``WrapEpochValue``
+    is refused: :func:`~growstage.returnn_pretrain` resolves it).  ``mode`` defaults to ``subset``; the stages of
     :func:`~growstage.returnn_pretrain` carry RETURNN's (``ifpossible``); a stage's
     own ``mode`` or ``fill`` that overrides one given here is noted in the report
     of the transition into that stage.
