@@ -42,6 +42,7 @@ import numpy as np
 from growstage.core.errors import StoreError
 from growstage.io.hdf5_guard import refuse_risky, require_regular_file
 from growstage.io.integrity import USERBLOCK, digest_status, structure_crc, write_digest
+from growstage.io.outputs import check_output, snapshot_inputs
 from growstage.core.values import Param, Snapshot, as_snapshot
 
 FORMAT = "growstage"
@@ -110,10 +111,13 @@ def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None 
     """Write ``snapshot`` (a Snapshot or plain values dict) to ``path`` atomically.
 
     Extra ``meta`` entries (stage, epoch, ...) are merged into the snapshot's.
-    Returns the final path.
+    Returns the final path.  An existing ``path`` that is not a regular file (FIFO, device,
+    folder) or that the snapshot is read from is refused before anything is written
+    (:func:`growstage.io.outputs.check_output`).
     """
     snap = as_snapshot(snapshot)
-    path = Path(path)
+    # never over a FIFO/device/folder, nor over the file this snapshot still reads from
+    path = Path(check_output(path, snapshot_inputs(snap), suffix_hint=".h5"))
     directory = str(path.parent) or "."
     all_meta = dict(snap.meta)
     all_meta.update(meta or {})
