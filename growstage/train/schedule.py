@@ -161,7 +161,9 @@ class Schedule:
     stage dict without ``spec`` is all architecture, so an option name in it
     is an error.  RETURNN's ``#copy_param_mode``, ``#repetition`` and
     ``#config`` (learning rate) keys at the top of a network-dict spec are
-    that stage's options.  ``mode`` defaults to ``subset``; the stages of
+    that stage's options, and a layer's own ``"custom_param_importer": "subset"`` there is that
+    layer's mode (below ``modes`` the stage or schedule gives it; an unresolved ``WrapEpochValue``
+    is refused: :func:`~growstage.returnn_pretrain` resolves it).  ``mode`` defaults to ``subset``; the stages of
     :func:`~growstage.returnn_pretrain` carry RETURNN's (``ifpossible``); a stage's
     own ``mode`` or ``fill`` that overrides one given here is noted in the report
     of the transition into that stage.
@@ -228,6 +230,10 @@ class Schedule:
                 raise GrowstageError(
                     f"stage {idx}: {', '.join(map(repr, clash))} beside the architecture, but no 'spec' key: it would "
                     f"be read as part of the architecture; write {{'spec': <architecture>, {clash[0]!r}: ...}}")
+        where = wrapped_at(spec) if isinstance(spec, Mapping) else None
+        if where:
+            raise GrowstageError(f"stage {idx}: {where} is a WrapEpochValue; only returnn_pretrain(net, ...) resolves "
+                                 "it per epoch (as RETURNN's Pretrain does, epochs from 1); give the value itself here")
         if isinstance(spec, Mapping) and any(isinstance(k, str) and k.startswith("#") for k in spec):
             spec, hashed = split_net_options(spec, f"stage {idx}")  # RETURNN's '#copy_param_mode' & co.
             for key, value in hashed.items():
@@ -235,10 +241,6 @@ class Schedule:
                     raise GrowstageError(f"stage {idx}: {key!r} is given twice, in the stage dict and as a "
                                          "'#' key of its network dict; keep one")
                 extra[key] = value
-        where = wrapped_at(spec) if isinstance(spec, Mapping) else None
-        if where:
-            raise GrowstageError(f"stage {idx}: {where} is a WrapEpochValue; only returnn_pretrain(net, ...) resolves "
-                                 "it per epoch (as RETURNN's Pretrain does, epochs from 1); give the value itself here")
         notes = own_importers(spec, extra, self.options, idx)
         for key in list(extra):
             if key in STAGE_KEYS:
