@@ -200,7 +200,7 @@ def test_layer_base_options_on_every_class_and_n_out_checked_against_the_output(
     assert tuple(m.get_layer("enc").output.shape) == (None, None, 6)
     for where, bad, match in (("enc", {"n_out": 5}, "layer 'enc': n_out is 5, but the layer's output has 6 features"),
                               ("ln", {"out_type": {"dim": 7}}, "out_type's dim is 7, but the layer's output has 6"),
-                              ("drop", {"n_out": "6"}, "n_out must be an int")):
+                              ("drop", {"n_out": "6"}, "option 'n_out' is '6', not a whole number")):
         broken = copy.deepcopy(net)
         broken[where].update(bad)
         with pytest.raises(gr.NetDictError, match=match):

@@ -168,13 +168,15 @@ def name_origins(rows: list[PlanRow], src: Snapshot) -> None:
     """A row's ``source_name`` and ``rule`` where the source's reader knows the original file's tensor
     (a Hugging Face folder's tensor, slice and layout, mapped by a preset)."""
     layers, preset = src.layers, src.meta.get("hf_preset")
+    if not preset:  # other readers' entries name their own storage (an npz member), not a renamed tensor
+        return
     for r in rows:
         if r.source is None or r.param is None:
             continue
         prm = layers.get(r.source_layer or "", {}).get(r.param)
         origin = getattr(getattr(prm, "value", None), "origin", "")
         if origin and origin != r.source:
-            r.source_name, r.rule = origin, f"preset {preset!r}" if preset else "reader's name"
+            r.source_name, r.rule = origin, f"preset {preset!r}"
 
 
 def hf_differences(src: Snapshot, model: Any, opts: TransferOptions) -> list[str]:
