@@ -247,3 +247,31 @@ def test_a_schedules_first_stage_grows_from_the_folder(folders):
         "gpt2": {"filename": folder, "init_for_train": True, "mode": "subset", "fill": "preserve",
                  "allow_new_layers": True}})
     np.testing.assert_allclose(H.keras_logits(hist.model, IDS), ref, atol=_tol(ref))
+
+
+def _llama_task(layers=2, scale=1):
+    bb = keras_hub.models.LlamaBackbone(vocabulary_size=64, num_layers=layers, num_query_heads=4 * scale,
+                                        num_key_value_heads=2 * scale, hidden_dim=32 * scale,
+                                        intermediate_dim=48 * scale, tie_word_embeddings=False)
+    return keras_hub.models.LlamaCausalLM(backbone=bb, preprocessor=None)
+
+
+def _gemma_task(layers=2, scale=1):
+    bb = keras_hub.models.GemmaBackbone(vocabulary_size=64, num_layers=layers, num_query_heads=2 * scale,
+                                        num_key_value_heads=1 * scale, hidden_dim=32 * scale,
+                                        intermediate_dim=96 * scale, head_dim=16)
+    return keras_hub.models.GemmaCausalLM(backbone=bb, preprocessor=None)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_llama_untied_and_gemma_grow_on_load(tmp_path, family):
+    folder = str(tmp_path / family)
+    model = H.save(H.llama(tie=False) if family == "llama" else H.gemma(), folder)
+    ref = H.hf_logits(model, IDS)
+    build = _llama_task if family == "llama" else _gemma_task
+    task, rep = growstage.rebuild(lambda: build(layers=4, scale=2), folder, mode="subset", fill="double",
+                                  fills={f"{'transformer_layer' if family == 'llama' else 'decoder_block'}_{i}":
+                                         "preserve" for i in (2, 3)}, allow_new_layers=True)
+    np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))
+    if family == "llama":  # the untied output head: HF's lm_head, transposed
+        assert rep.row("token_embedding/reverse_embeddings").origin == "lm_head.weight.T"

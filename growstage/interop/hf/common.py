@@ -83,6 +83,16 @@ class Rule:
     hf: str
     layout: Layout = COPY
     part: tuple[int, int, int] | None = None
+    groups: tuple[int, int] | None = None  # (axis, KV heads): query heads in KV-head groups (GQA)
+
+    def split(self, keras_shape: tuple) -> list[list[int]] | None:
+        """The source's split where the target's cannot tell it (query heads grouped per KV head)."""
+        if self.groups is None:
+            return None
+        axis, n = self.groups
+        out = [[int(d)] for d in keras_shape]
+        out[axis] = [int(keras_shape[axis]) // n] * n
+        return out
 
     def _cut(self, s: tuple) -> tuple:
         if self.part is None:
