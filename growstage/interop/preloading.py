@@ -144,10 +144,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
         if not layers:  # no entry applies now (resuming): nothing to report beside the notes
             return Report(_other_rows(target_keys, taken, only_keys, log) if applying else [], notes)
         p = plan_for(Snapshot(layers), targets, ignore_missing=True)
-        p.rows = [r for r in p.rows if r.target in taken]
-        for r in p.rows:
-            r.source_name, r.rule = log["origins"][r.target]
-        p.rows += _other_rows(target_keys, taken, only_keys, log)
+        p.rows = _copied_rows(p.rows, taken, log) + _other_rows(target_keys, taken, only_keys, log)
         p.notes = notes + p.notes
         return apply(p)
     finally:
@@ -169,6 +166,14 @@ def _applying(entries: Mapping[str, Mapping[str, Any]], training: bool, resuming
     if not applying and entries and not resuming:
         raise _nothing_applies(entries, training)
     return applying, notes
+
+
+def _copied_rows(rows: list[PlanRow], taken: dict[str, str], log: dict) -> list[PlanRow]:
+    """The rows of params an entry sets, each with its checkpoint name and the entry's rule."""
+    out = [r for r in rows if r.target in taken]
+    for r in out:
+        r.source_name, r.rule = log["origins"][r.target]
+    return out
 
 
 def _other_rows(target_keys: dict, taken: dict[str, str], only_keys: set[str], log: dict) -> list[PlanRow]:
