@@ -37,7 +37,7 @@ from growstage.core.vocab import Mode
 from growstage.engine.options import TransferOptions
 from growstage.framework.optimizer import carry_over, optimizer_state, transfer_optimizer
 from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
-from growstage.framework.traces import frozen_heap, registry_mark, release_since
+from growstage.framework.traces import frozen_heap, has_registry, registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
 from growstage.core.errors import UnknownNameError
 from growstage.engine.planning import plan
@@ -362,8 +362,9 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
     report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
     report.notes.extend(run.notes)
     del model, snap, opt_state
-    if run.release_traces:
-        # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry
+    if run.release_traces and has_registry():
+        # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry (JAX and
+        # PyTorch have none: a full collection there costs about as much as the rest of the boundary)
         gc.collect()
         release_since(run.mark)
         run.mark = registry_mark()
