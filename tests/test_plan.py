@@ -168,12 +168,14 @@ def test_a_layer_passed_as_the_model_is_named():
 
 
 def test_stage_options_are_checked_when_the_stage_is_made():
-    sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "fill": "zero"}])
+    # listed stages are made (and checked) with the Schedule (issue 27, item 7)
     with pytest.raises(growstage.GrowstageError, match="stage 0: unknown fill 'zero'.*did you mean 'zeros'"):
-        sched.stage(0)
-    sched = growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "ignore_mising": True}])
-    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown option 'ignore_mising'"):
-        sched.stage(0)
+        growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "fill": "zero"}])
+    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown key 'ignore_mising'; did you mean 'ignore_missing'"):
+        growstage.Schedule(lambda stage: None, stages=[{"spec": 1, "ignore_mising": True}])
+    sched = growstage.Schedule(lambda stage: None, stage_fn=lambda i, prev: {"spec": 1, "fill": "zero"} if i < 2 else None)
+    with pytest.raises(growstage.GrowstageError, match="stage 0: unknown fill 'zero'.*did you mean 'zeros'"):
+        sched.stage(0)  # a stage_fn's stages are made one at a time, each checked when made
 
 
 def test_options_that_act_on_nothing_are_noted():

@@ -41,6 +41,11 @@ def _registry() -> dict | None:
     return reg if isinstance(reg, dict) else None
 
 
+def has_registry() -> bool:
+    """Whether this backend keeps a gradient registry to release (TensorFlow only)."""
+    return _registry() is not None
+
+
 def registry_mark() -> frozenset[str]:
     """The custom-gradient names registered now."""
     reg = _registry()

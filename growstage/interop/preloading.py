@@ -172,11 +172,7 @@ def preload(model: Any, preload_from_files: Mapping[str, Mapping[str, Any]], *, 
         if not layers:  # no entry applies now (resuming): nothing to report beside the notes
             return Report(_other_rows(target_keys, taken, only_keys, log) if applying else [], notes)
         p = plan_for(Snapshot(layers), targets, ignore_missing=True, **_growth(grow, layers))
-        p.rows = [r for r in p.rows if r.target in taken or r.layer in grow["new"]]
-        for r in p.rows:
-            if r.target in log["origins"] and not (r.rule or "").startswith("preset"):  # a preset names HF's tensor
-                r.source_name, r.rule = log["origins"][r.target]
-        p.rows += _other_rows(target_keys, taken, only_keys, log)
+        p.rows = _copied_rows(p.rows, taken, grow["new"], log) + _other_rows(target_keys, taken, only_keys, log)
         p.notes = notes + p.notes
         return apply(p)
     finally:
@@ -198,6 +194,16 @@ def _applying(entries: Mapping[str, Mapping[str, Any]], training: bool, resuming
     if not applying and entries and not resuming:
         raise _nothing_applies(entries, training)
     return applying, notes
+
+
+def _copied_rows(rows: list[PlanRow], taken: dict[str, str], new: dict[str, str], log: dict) -> list[PlanRow]:
+    """The rows of params an entry sets (or of new layers it grows), each with its checkpoint name and the
+    entry's rule; a preset's rows keep the Hugging Face tensor they name."""
+    out = [r for r in rows if r.target in taken or r.layer in new]
+    for r in out:
+        if r.target in log["origins"] and not (r.rule or "").startswith("preset"):
+            r.source_name, r.rule = log["origins"][r.target]
+    return out
 
 
 def _other_rows(target_keys: dict, taken: dict[str, str], only_keys: set[str], log: dict) -> list[PlanRow]:

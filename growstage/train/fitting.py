@@ -31,12 +31,13 @@ from typing import Any, Callable
 
 import keras
 
+from growstage.framework import rng
 from growstage.framework.variables import deferred_init
 from growstage.core.vocab import Mode
 from growstage.engine.options import TransferOptions
 from growstage.framework.optimizer import carry_over, optimizer_state, transfer_optimizer
 from growstage.train.growth_lr import at_growth, lr_settings, restore_lr
-from growstage.framework.traces import frozen_heap, registry_mark, release_since
+from growstage.framework.traces import frozen_heap, has_registry, registry_mark, release_since
 from growstage.train.checkpoints import latest_checkpoint, split_checkpoint, write_checkpoint
 from growstage.core.errors import GrowstageError, UnknownNameError
 from growstage.engine.planning import plan
@@ -99,6 +100,7 @@ class _Run:
     mark: frozenset = frozenset()
     release_traces: bool = True
     lr_shift: int = 0  # schedule step of the optimizer's iteration 0 (growth_lr)
+    rng_state: dict | None = None  # the random states of the checkpoint resumed from
 
     def build_deferred(self, stage: Stage) -> tuple[Any, Any]:
         """The stage's model with its initializers waiting: the transfer that follows overwrites most."""
@@ -189,6 +191,7 @@ class _Run:
             params, opt_state = split_checkpoint(snap)
             self.transfer(params, opt_state, model, current, exact=True, pending=pending)
             self.lr_shift = restore_lr(model.optimizer, snap.meta.get("lr_growth"))
+            self.rng_state = snap.meta.get("rng")
         hist.resumed_from = path
         hist.epochs = [dict(e) for e in snap.meta.get("history", [])]  # the epochs before the resume
         self.say(f"resumed from {path}: epochs 0..{done} done (stage {current.index}); next: epoch {done + 1}")
@@ -251,6 +254,9 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     loop = _Loop(x, y, fit_kwargs, epochs, checkpoint_dir, keep, on_epoch_end, prepare_ahead, preload_from_files)
     hist = GrowingHistory()
     model, current, start = run.resume(checkpoint_dir, hist) if resume and checkpoint_dir else (None, None, 0)
+    if model is not None:
+        _settle(model, loop)
+        rng.restore(model, run.rng_state)  # the shuffle order and dropout go on where the run stopped
     try:
         with frozen_heap():
             for epoch in range(start, epochs):
@@ -260,6 +266,13 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
             loop.ahead.job.wait()  # no thread outlives fit, also when an epoch raised
     hist.model = model
     return hist
+
+
+def _settle(model: Any, loop: "_Loop") -> None:
+    """A resumed model's first ``fit`` would first peek at a batch to build its loss and metrics, drawing
+    one shuffle order more than the interrupted run drew: peek here, before the random states return."""
+    kwargs = {k: v for k, v in loop.fit_kwargs.items() if k not in ("callbacks", "validation_data")}
+    model.fit(loop.x, loop.y, epochs=0, **kwargs)
 
 
 @dataclass
@@ -302,7 +315,8 @@ def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, model: Any, current: St
         write_checkpoint(loop.checkpoint_dir, model, epoch=epoch, stage=stage.index, keep=loop.keep,
                          allow_auto_names=run.allow_auto_names,
                          meta={"history": hist.epochs, "lr_growth": lr_settings(model.optimizer),
-                               "run": run.identity(stage.index)})
+                               "run": run.identity(stage.index),
+                               "rng": rng.capture(model)})  # the shuffle order and dropout go on from here
     if loop.on_epoch_end is not None:
         loop.on_epoch_end(epoch, model, logs)
     return model, current
@@ -374,8 +388,9 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
     report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
     report.notes.extend(run.notes)
     del model, snap, opt_state
-    if run.release_traces:
-        # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry
+    if run.release_traces and has_registry():
+        # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry (JAX and
+        # PyTorch have none: a full collection there costs about as much as the rest of the boundary)
         gc.collect()
         release_since(run.mark)
         run.mark = registry_mark()

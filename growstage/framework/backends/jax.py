@@ -77,3 +77,12 @@ def place(out: Any, index: tuple[slice, ...], block: Any) -> Any:
 
 def finish(out: Any) -> Any:
     return out
+
+
+def rng_state() -> None:
+    """None: this backend keeps no global random state of its own (Keras seed generators hold it)."""
+    return None
+
+
+def set_rng_state(state: Any) -> None:
+    pass

@@ -81,3 +81,17 @@ def place(out: Any, index: tuple[slice, ...], block: Any) -> Any:
 
 def finish(out: Any) -> Any:
     return out
+
+
+def rng_state() -> list[int]:
+    """torch's global CPU generator (DataLoader's shuffle draws from it), as a list of bytes."""
+    import torch
+
+    return torch.get_rng_state().tolist()
+
+
+def set_rng_state(state: list[int] | None) -> None:
+    import torch
+
+    if state is not None:
+        torch.set_rng_state(torch.tensor(state, dtype=torch.uint8))
