@@ -6,8 +6,7 @@
     growstage average CKPT... -o OUT.h5             float tensors averaged, integer ones from the last
     growstage diff A B [--json]                     what differs; exit 1 when anything does
     growstage convert SRC OUT.h5 [rules]            any readable format to growstage HDF5
-    growstage export SRC OUT.safetensors --to torch a PyTorch state_dict of SRC (a file growstage reads,
-                                                    or MODULE:FUNCTION building a Keras model)
+    growstage export SRC OUT.safetensors --to torch a PyTorch state_dict of SRC (a file growstage reads)
 
 Rules (plan, convert): --strip-prefix P, --add-prefix P, --rename OLD=NEW (a scope
 when OLD ends in '/'), --regex PATTERN=REPLACEMENT, --ignore NAME, --ignore-prefix P.
@@ -208,11 +207,8 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
 def _export(args: argparse.Namespace) -> int:
     from growstage.export import save_safetensors
 
-    src: Any = args.src
-    if not os.path.exists(src) and ":" in src:
-        src = _load_builder(src)
-    elif not os.path.exists(src):
-        raise GrowstageError(f"{src}: no such file (or MODULE:FUNCTION building a Keras model)")
+    # a path is only ever read, never imported: only plan --into loads code (a missing file is "no such file")
+    src = args.src
     report = save_safetensors(src, args.output, naming=_pairs(args.naming, "--naming"),
                               types=_pairs(args.types, "--type"), unknown=args.unknown,
                               allow_auto_names=args.allow_auto_names, allow_large=args.allow_large)
@@ -277,8 +273,8 @@ def _add_export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export to a PyTorch state_dict (safetensors)",
                        description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
                        "file and print one row per tensor (what was transposed or reordered).")
-    p.add_argument("src", help="a file growstage reads (.keras, .weights.h5, growstage .h5, .npz, TF checkpoint) "
-                   "or MODULE:FUNCTION / FILE.py:FUNCTION returning a Keras model")
+    p.add_argument("src", metavar="SRC", help=_SRC_HELP + "; read only, never imported (a model built in code: "
+                   "growstage.export.save_safetensors(model, path) in Python)")
     p.add_argument("output", help="the .safetensors file to write (atomically)")
     p.add_argument("--to", required=True, choices=["torch"], help="the target framework")
     p.add_argument("--naming", action="append", metavar="LAYER=MODULE.PATH",

@@ -29,6 +29,7 @@ from growstage.core.errors import GrowstageError, StoreError
 from growstage.engine.sources import open_checkpoint
 from growstage.io.readers import Reader
 from growstage.core.rules import Rules
+from growstage.io.outputs import check_output
 from growstage.io.store import save
 from growstage.core.values import Param, snapshot_from_flat
 
@@ -108,6 +109,7 @@ def average(paths: list[str | os.PathLike], out: str | os.PathLike, *, model: An
     last (``allow_large`` as in :func:`inspect`)."""
     if len(paths) < 1:
         raise GrowstageError("average needs at least one checkpoint")
+    check_output(out, paths, suffix_hint=".h5")  # before any reading: OUT must not be an input or a FIFO
     readers: list[Reader] = []
     try:
         for p in paths:
@@ -148,6 +150,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, *, rules: Any = None
             allow_large: bool = False) -> Path:
     """Any readable checkpoint to a growstage HDF5 file, names renamed by ``rules`` (``allow_large``
     as in :func:`inspect`)."""
+    check_output(out, [src], suffix_hint=".h5")
     with open_checkpoint(src, model=model, allow_large=allow_large) as r:
         result = Rules.coerce(rules).apply(list(r))
         flat: dict[str, Param] = {}

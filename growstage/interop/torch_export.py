@@ -270,17 +270,10 @@ def save_safetensors(source: Any, path: str | os.PathLike, *, metadata: Mapping[
 
 
 def _output_path(source: Any, path: str | os.PathLike) -> str:
-    """Where the file goes; never over the source, never a folder or into a missing one."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise StoreError(path, "is a folder: give a file name, e.g. model.safetensors")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise StoreError(path, f"its folder {folder} does not exist: create it first")
-    if isinstance(source, (str, os.PathLike)) and os.path.exists(path) and os.path.exists(source) \
-            and os.path.samefile(source, path):
-        raise StoreError(path, "is the source itself: writing there would destroy it; give another file name")
-    return path
+    """Where the file goes: never over the source (or into its folder), a FIFO, a device or a folder."""
+    from growstage.io.outputs import check_output
+
+    return check_output(path, [source] if isinstance(source, (str, os.PathLike)) else [], suffix_hint=".safetensors")
 
 
 def _numpy_state(state_dict: Any) -> dict[str, np.ndarray]:

@@ -43,6 +43,7 @@ import numpy as np
 from growstage.core.errors import StoreError
 from growstage.io.hdf5_guard import refuse_risky, require_regular_file
 from growstage.io.integrity import USERBLOCK, digest_status, structure_crc, write_digest
+from growstage.io.outputs import check_output, snapshot_inputs
 from growstage.core.values import Param, Snapshot, as_snapshot
 
 FORMAT = "growstage"
@@ -112,15 +113,19 @@ def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None 
     """Write ``snapshot`` (a Snapshot or plain values dict) to ``path`` atomically.
 
     Extra ``meta`` entries (stage, epoch, ...) are merged into the snapshot's.
-    Returns the final path.  ``sharded=True``: a folder, each device's shards written from that
-    device, nothing gathered (:mod:`growstage.io.sharded_store`; a live model's snapshot needs JAX).
+    Returns the final path.  An existing ``path`` that is not a regular file (FIFO, device,
+    folder) or that the snapshot is read from is refused before anything is written
+    (:func:`growstage.io.outputs.check_output`).  ``sharded=True``: a folder, each device's shards
+    written from that device, nothing gathered (:mod:`growstage.io.sharded_store`; a live model's
+    snapshot needs JAX).
     """
     if sharded:
         from growstage.io.sharded_store import save_sharded
 
         return save_sharded(snapshot, path, meta=meta)
     snap = as_snapshot(snapshot)
-    path = Path(path)
+    # never over a FIFO/device/folder, nor over the file this snapshot still reads from
+    path = Path(check_output(path, snapshot_inputs(snap), suffix_hint=".h5"))
     directory = str(path.parent) or "."
     all_meta = dict(snap.meta)
     all_meta.update(meta or {})

@@ -101,6 +101,10 @@ def save_checkpoint(values: Mapping[str, Any], prefix: str | os.PathLike, *, glo
     prefix = os.path.abspath(os.fspath(prefix))
     if not os.path.isdir(os.path.dirname(prefix)):
         raise GrowstageError(f"save_checkpoint: the folder of {prefix} does not exist; create it first")
+    from growstage.io.outputs import check_output
+
+    for out in (prefix + ".index", prefix + ".data-00000-of-00001"):  # never over a FIFO, device or folder
+        check_output(out)
     values = {str(k): np.ascontiguousarray(v) for k, v in values.items()}
     bad = [k for k, v in values.items() if v.dtype.kind not in "biuf"]
     if bad:
