@@ -160,3 +160,23 @@ def test_the_watch_sees_a_host_copy():
         with _watch() as reads:
             growstage.snapshot(old).values_dict()
     assert len([r for r in reads if r[0]]) == 4 and all(devices == 8 for _, devices in reads)
+
+
+def test_paired_noise_on_the_mesh_matches_one_device_to_rounding():
+    # fill_noise: the same plan; group means by a float32 matmul on either side, so equal to rounding
+    def grown(dist):
+        with under(dist):
+            keras.utils.set_random_seed(1)
+            old = fill_values(mlp(16))
+            keras.utils.set_random_seed(2)
+            with _watch() as reads:
+                new, _ = growstage.rebuild(lambda: mlp(32), old, mode="subset", fill="net2net", fill_noise=0.05)
+            return weights_of(new), [r for r in reads if r[0]]
+
+    (one, _), (mesh, reads) = grown(None), grown(model_parallel())
+    assert reads == []
+    for k in one:
+        np.testing.assert_allclose(mesh[k], one[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    # the noise is there: without it each new row of the consumer equals the old row it copies (halved both)
+    kernel = one["out/kernel"]
+    assert not any(np.array_equal(a, b) for a in kernel[16:] for b in kernel[:16])

@@ -115,9 +115,9 @@ def save(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None 
     Extra ``meta`` entries (stage, epoch, ...) are merged into the snapshot's.
     Returns the final path.  An existing ``path`` that is not a regular file (FIFO, device,
     folder) or that the snapshot is read from is refused before anything is written
-    (:func:`growstage.io.outputs.check_output`).  ``sharded=True``: a folder, each device's
-    shards written from that device, nothing gathered (:mod:`growstage.io.sharded_store`; a live
-    model's snapshot needs JAX).
+    (:func:`growstage.io.outputs.check_output`).  ``sharded=True``: a folder, each device's shards
+    written from that device, nothing gathered (:mod:`growstage.io.sharded_store`; a live model's
+    snapshot needs JAX).
     """
     if sharded:
         from growstage.io.sharded_store import save_sharded

@@ -166,11 +166,22 @@ def grow(plan: Any, old: Any, fresh: Any, sharding: Any) -> Any:
     return _grow_fn(sharding, None if n is None else n.axis)(_onto(old, sharding), fresh, parts, noise)
 
 
+@functools.lru_cache(maxsize=1)
+def _finite_fn() -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    # one reduction, as the numpy path: a finite sum means no NaN/Inf (an overflow only costs the exact count)
+    return jax.jit(lambda x: jnp.isfinite(jnp.sum(x, dtype=jnp.float32)))
+
+
 def all_finite(x: Any) -> bool:
     """Whether every entry is finite, computed on the devices (one boolean comes back)."""
     import jax.numpy as jnp
 
-    return bool(jnp.all(jnp.isfinite(x))) if jnp.issubdtype(x.dtype, jnp.floating) else True
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return True
+    return bool(_finite_fn()(x))
 
 
 def shards(x: Any) -> list[tuple[tuple[tuple[int, int], ...], int, Any]]:
