@@ -199,8 +199,9 @@ class Planner:
         action, reason = action_for_shapes(old_split, spec.split)
         if action == Action.PADDED and is_preserving(fill):
             self.problems.extend(check_growth(lname, spec.name, fill, old_split, spec.split))
-            if info.kind == "LayerNormalization" and fill in (Fill.PRESERVE, Fill.NET2NET):
-                self.notes.append(f"{lname}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
+            if getattr(spec, "normalizes", False) and fill in (Fill.PRESERVE, Fill.NET2NET):
+                where = lname if info.kind == "LayerNormalization" else f"{lname}/{spec.name.rsplit('/', 1)[0]}"
+                self.notes.append(f"{where}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
                                   "old units' outputs change (mean and variance include the new units); "
                                   "fill='double', 'clone' or 'lemon' keeps them exactly")
         self.rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,

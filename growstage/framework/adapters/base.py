@@ -18,6 +18,8 @@ Example::
 """
 from __future__ import annotations
 
+import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -25,16 +27,27 @@ from growstage.core.resize import Split
 
 ParamsFn = Callable[[Any, list[int]], list["ParamSpec"]]
 OutSplitFn = Callable[[Any, list[int], int], list[int]]
+# (layer) -> (identity, reason): whether zeroing the params of the layer's residual branches
+# (ParamSpec.branch) makes a new layer the identity, and why
+StartFn = Callable[[Any], tuple[bool, str]]
 
 
 @dataclass
 class ParamSpec:
-    """One param of a live layer: name, variable, split info, axis roles."""
+    """One param of a live layer: name, variable, split info, axis roles.
+
+    ``branch``: the residual branch inside the layer's ``call`` whose output this param produces
+    linearly (an attention output projection, an FFN down-projection): zeroing every param of a
+    branch makes it add nothing (see ``register_adapter(..., new_block=)``).  ``normalizes``: a
+    normalisation's gain or bias over the param's axis (growth notes when its statistics change).
+    """
 
     name: str
     variable: Any
     split: Split
     roles: tuple[str, ...]
+    branch: Optional[str] = None
+    normalizes: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -45,22 +58,28 @@ class ParamSpec:
 class Adapter:
     params: ParamsFn
     output_split: Optional[OutSplitFn] = None
+    new_block: Optional[StartFn] = None
 
 
 _REGISTRY: dict[type, Adapter] = {}
 
 
-def register_adapter(layer_type: type, params: ParamsFn | None = None, *, output_split: OutSplitFn | None = None):
+def register_adapter(layer_type: type, params: ParamsFn | None = None, *, output_split: OutSplitFn | None = None,
+                     new_block: StartFn | None = None):
     """Describe a layer type to growstage.
 
-    ``params(layer, in_split) -> [ParamSpec]`` lists its params; ``in_split`` is
+    ``params(layer, in_split) -> [ParamSpec]`` lists its params, every variable of the layer
+    (a variable left out is an error when a model is described); ``in_split`` is
     the block split of its input's last axis as found in the functional graph.
     ``output_split(layer, in_split, out_dim) -> [int]`` (optional) says how its
-    output's last axis is made of blocks (default: one block).  Usable as a
+    output's last axis is made of blocks (default: one block).  ``new_block(layer) ->
+    (identity, reason)`` (optional, for layers whose ``call`` adds residual branches: params
+    with ``ParamSpec.branch`` set) says whether a new such layer whose branch params are zeroed
+    is the identity (a pre-LN block is; a post-LN block is not).  Usable as a
     decorator.  A registration for a subclass wins over one for its base.
     """
     def deco(fn: ParamsFn) -> ParamsFn:
-        _REGISTRY[layer_type] = Adapter(fn, output_split)
+        _REGISTRY[layer_type] = Adapter(fn, output_split, new_block)
         return fn
 
     return deco(params) if params is not None else deco
@@ -78,7 +97,50 @@ def unregister_adapter(layer_type: type) -> None:
 
 def find_adapter(layer: Any) -> Adapter | None:
     """The adapter registered for the most derived class of ``layer``, if any."""
+    load_optional()
     for cls in type(layer).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
     return None
+
+
+# Adapters for optional libraries register on first use: their module is imported only once the
+# library itself is (a model of that library cannot exist before), so growstage neither needs nor
+# loads them otherwise.
+_OPTIONAL = {"keras_hub": "growstage.framework.adapters.hub"}
+_LOADED: set[str] = set()
+
+
+def load_optional() -> None:
+    """Register the adapters of every optional library that the process has imported."""
+    if len(_LOADED) == len(_OPTIONAL):
+        return
+    for lib, module in _OPTIONAL.items():
+        if lib not in _LOADED and lib in sys.modules:
+            _LOADED.add(lib)
+            importlib.import_module(module)
+
+
+@dataclass
+class ModelKind:
+    """How growstage walks a model class: ``transparent`` (its name is no prefix of its layers' keys and
+    its layers' names are the library's, stable across builds) and a ``hook(model, infos)`` that
+    adjusts the described layers once the walk is done (roles a whole model decides, e.g. a tied output)."""
+
+    transparent: bool = False
+    hook: Optional[Callable[[Any, dict], None]] = None
+
+
+_MODELS: dict[type, ModelKind] = {}
+
+
+def register_model(model_type: type, *, transparent: bool = False,
+                   hook: Callable[[Any, dict], None] | None = None) -> None:
+    """Tell growstage about a library's model class (see :class:`ModelKind`)."""
+    _MODELS[model_type] = ModelKind(transparent, hook)
+
+
+def find_model_kinds(model: Any) -> list[ModelKind]:
+    """The registrations that apply to ``model``, most derived class first."""
+    load_optional()
+    return [_MODELS[c] for c in type(model).__mro__ if c in _MODELS]

@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from growstage.framework.adapters.base import find_adapter
 from growstage.framework.adapters.graph import LayerInfo
 
 _IDENTITY_ACTS = ("linear", "relu")
@@ -53,7 +54,7 @@ def _branch_end(layer: Any, new_ids: set[int]) -> Any | None:
         cur = nxt[0]
         if isinstance(cur, keras.layers.Add):
             return last
-        if cur.weights:
+        if getattr(cur, "weights", ()):  # a bare op (x[:, 0], x * c) has no weights at all
             if id(cur) not in new_ids:
                 return None
             last = cur
@@ -74,6 +75,9 @@ def new_layer_start(targets: dict[str, LayerInfo], name: str, new_layers: set[st
 
     ``new_ids``: the ids of the new layers' objects, when the caller already has them."""
     info = targets[name]
+    declared = _declared_start(info)
+    if declared is not None:
+        return declared
     if new_ids is None:
         new_ids = {id(targets[n].layer) for n in new_layers}
     end = _branch_end(info.layer, new_ids)
@@ -94,9 +98,24 @@ def new_layer_start(targets: dict[str, LayerInfo], name: str, new_layers: set[st
                          "branch nor an identity-capable Dense)")
 
 
+def _declared_start(info: LayerInfo) -> tuple[str, str] | None:
+    """A layer whose adapter declares residual branches inside its ``call`` (a transformer block):
+    zeroing them is its start when its adapter says that makes it the identity."""
+    branches = list(dict.fromkeys(p.branch for p in info.params if p.branch))
+    adapter = find_adapter(info.layer)
+    if not branches or adapter is None:
+        return None
+    identity, reason = adapter.new_block(info.layer) if adapter.new_block else (False, "")
+    if identity:
+        return "zeroed", f"new block: residual branches {', '.join(branches)} zeroed, starts as the identity ({reason})"
+    return "kept-init", f"new block: NOT function-preserving: {reason or 'zeroed branches are not the identity'}"
+
+
 def zeroed_params(info: LayerInfo) -> list[str]:
-    """The params that make ``info``'s layer output zero."""
+    """The params that make ``info``'s layer output zero (for a block: those of its residual branches)."""
     names = [p.name for p in info.params]
+    if any(p.branch for p in info.params):
+        return [p.name for p in info.params if p.branch]
     if isinstance(info.layer, keras.layers.MultiHeadAttention):
         return [n for n in names if n.startswith("attention_output/")]
     return names

@@ -25,7 +25,7 @@ import keras
 from growstage.core.errors import AutoNameError, GrowstageError
 from growstage.core.naming import snake_case
 from growstage.core.values import OTHER
-from growstage.framework.adapters.base import ParamSpec, find_adapter
+from growstage.framework.adapters.base import ParamSpec, find_adapter, find_model_kinds
 
 # Keras keeps no record of whether a name was given or generated, so a name of
 # the generated form (``lstm``, ``dense_3``) is treated as generated.
@@ -111,34 +111,70 @@ def layer_specs(layer: Any, in_split: list[int] | None = None) -> list[ParamSpec
 def describe(model: Any, *, allow_auto_names: bool = False) -> dict[str, LayerInfo]:
     """Every layer with weights, keyed by its (nesting-qualified) user-given name.
 
-    Raises :class:`AutoNameError` for auto-generated names unless allowed.
+    Raises :class:`AutoNameError` for auto-generated names unless allowed.  A library model
+    registered as transparent (keras_hub's backbones and tasks) adds no prefix, and the names of
+    its layers are the library's own, never auto-generated.  A layer reached twice (a task
+    listing its backbone's embedding again) is one entry; a variable two layers read (a tied
+    embedding) is one param, of the layer that lists it first.  Every variable of every layer
+    must be listed by its adapter: an unlisted one is an error (nothing is dropped silently).
     """
     if not model.weights:
         raise GrowstageError(f"model {model.name!r} has no weights; build it (call it on an input) first")
     memo: dict[int, list[int]] = {}
     out: dict[str, LayerInfo] = {}
-
-    def walk(container: Any, prefix: str) -> None:
-        for layer in container.layers:
-            if not layer.weights:
-                continue
-            if _is_container(layer):
-                if is_auto_name(layer) and not allow_auto_names:
-                    raise AutoNameError(f"sub-model {prefix + layer.name!r} has an auto-generated name; {_AUTO_HINT}")
-                walk(layer, prefix + layer.name + "/")
-                continue
-            name = prefix + layer.name
-            if is_auto_name(layer) and not allow_auto_names:
-                raise AutoNameError(f"layer {name!r} ({type(layer).__name__}) has a Keras auto-generated name, "
-                                    f"which changes between rebuilds; {_AUTO_HINT}")
-            if name in out:
-                raise GrowstageError(f"two layers are both named {name!r}; layer names must be unique")
-            notes = []
-            if find_adapter(layer) is None:
-                notes.append(f"no adapter for {type(layer).__name__}: params taken whole "
-                             "(register one with growstage.register_adapter for block-wise growth)")
-            params = layer_specs(layer, _input_split(layer, memo))
-            out[name] = LayerInfo(name, layer, params, type(layer).__name__, notes)
-
-    walk(model, "")
+    hooks: list[tuple[Any, Any]] = []
+    _walk(model, "", model_trusted(model), allow_auto_names, memo, out, hooks)
+    for kind, container in hooks:
+        kind.hook(container, out)
+    _account(out)
     return out
+
+
+def model_trusted(model: Any) -> bool:
+    return any(k.transparent for k in find_model_kinds(model))
+
+
+def _walk(container: Any, prefix: str, trusted: bool, allow: bool, memo: dict, out: dict, hooks: list) -> None:
+    hooks.extend((k, container) for k in find_model_kinds(container) if k.hook is not None)
+    for layer in container.layers:
+        if not layer.weights:
+            continue
+        if _is_container(layer):
+            inner = model_trusted(layer)
+            if not (trusted or inner or allow) and is_auto_name(layer):
+                raise AutoNameError(f"sub-model {prefix + layer.name!r} has an auto-generated name; {_AUTO_HINT}")
+            _walk(layer, prefix if inner else prefix + layer.name + "/", trusted or inner, allow, memo, out, hooks)
+            continue
+        name = prefix + layer.name
+        if not (trusted or allow) and is_auto_name(layer):
+            raise AutoNameError(f"layer {name!r} ({type(layer).__name__}) has a Keras auto-generated name, "
+                                f"which changes between rebuilds; {_AUTO_HINT}")
+        if name in out:
+            if out[name].layer is layer:
+                continue  # a task model listing its backbone's layer again: one layer
+            raise GrowstageError(f"two layers are both named {name!r}; layer names must be unique")
+        notes = []
+        if find_adapter(layer) is None:
+            notes.append(f"no adapter for {type(layer).__name__}: params taken whole "
+                         "(register one with growstage.register_adapter for block-wise growth)")
+        params = layer_specs(layer, _input_split(layer, memo))
+        out[name] = LayerInfo(name, layer, params, type(layer).__name__, notes)
+
+
+def _account(out: dict[str, LayerInfo]) -> None:
+    """One param per variable (the first layer listing it owns it); every variable listed by someone."""
+    owner: dict[int, str] = {}
+    for name, info in out.items():
+        kept = []
+        for p in info.params:
+            first = owner.setdefault(id(p.variable), f"{name}/{p.name}")
+            if first == f"{name}/{p.name}":
+                kept.append(p)
+            else:
+                info.notes.append(f"{p.name} is {first} (one param, read by both layers)")
+        info.params = kept
+    unlisted = [f"layer {name!r} ({info.kind}): its adapter lists no param for variable {v.path} {tuple(v.shape)}"
+                for name, info in out.items() for v in info.layer.weights if id(v) not in owner]
+    if unlisted:
+        raise GrowstageError("; ".join(unlisted) + ": growstage would leave it out of every snapshot and transfer; "
+                             "register an adapter that lists every variable of the layer (growstage.register_adapter)")

@@ -73,6 +73,18 @@ def _embedding(layer, in_split):
     return [ParamSpec("embeddings", e, [[e.shape[0]], [e.shape[1]]], (VOCAB, UNITS))]
 
 
+if hasattr(L, "ReversibleEmbedding"):  # Keras >= 3.13; keras_hub's subclasses it
+    @register_adapter(L.ReversibleEmbedding)
+    def _reversible_embedding(layer, in_split):
+        # tied: ``embeddings`` is also the output projection (one param, two readers); untied: the
+        # output projection ``reverse_embeddings`` (hidden, vocab) reads the hidden units
+        out = _embedding(layer, in_split)
+        r = getattr(layer, "reverse_embeddings", None)
+        if r is not None and not layer.tie_weights:
+            out.append(ParamSpec("reverse_embeddings", r, [[r.shape[0]], [r.shape[1]]], (INPUT, VOCAB)))
+        return out
+
+
 def _passthrough(layer, in_split, out_dim):
     return _fits(in_split, out_dim)
 
@@ -85,7 +97,7 @@ def _norm(names):
             if v is None:
                 continue
             if len(v.shape) == 1:
-                out.append(ParamSpec(n, v, [_fits(in_split, v.shape[0])], (UNITS,)))
+                out.append(ParamSpec(n, v, [_fits(in_split, v.shape[0])], (UNITS,), normalizes=n in ("gamma", "beta")))
             else:
                 out.append(ParamSpec(n, v, [[d] for d in v.shape], (OTHER,) * len(v.shape)))
         return out
