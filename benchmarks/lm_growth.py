@@ -1,25 +1,27 @@
 """Does growing pay?  A byte-level transformer LM trained from scratch against staged schedules.
 
 Task: :func:`growstage.lm.stdlib_corpus` (Python standard-library sources, no
-download; its sha256 is printed and recorded).  Target model:
-:func:`growstage.lm.build_lm` (4 layers, d_model 64, 4 heads, ff 256).  Every
-run gets the same FLOP budget (scratch's), counted exactly from the shapes by
-:func:`growstage.lm.train_flops`; the growth step costs 0 FLOPs, its wall time
-is reported.  Staged runs train a smaller model first, grow it once with
-``growstage.fit`` (params and Adam state follow the same growth map), then
-train the target.  Schedules: depth (2 -> 4 layers) by stacking (G_stack),
-interleaving, or new zeroed blocks; width (d_model 32 -> 64, heads 2 -> 4,
-ff 128 -> 256) by doubling (block-diagonal), cloning (HyperCloning, with and
-without cancelling noise) or LEMON's unequal split; both at once.  The
-learning rate follows one schedule over FLOP progress (warm-up, cosine decay
-to 10%), kept across growth unless the schedule says otherwise.
+download; its sha256 is printed and recorded).  Models (``--model``): the
+project's own :func:`growstage.lm.build_lm`, or keras_hub's ``GPT2CausalLM`` /
+``LlamaCausalLM`` built offline from tiny configs (``benchmarks/lm_families.py``).
+Every run gets the same FLOP budget (scratch's), counted exactly from the shapes;
+the growth step costs 0 FLOPs, its wall time is reported.  Staged runs train a
+smaller model first, grow it inside ``growstage.fit`` (params and Adam state
+follow the same growth map) once or several times (``progressive/...``), then
+train the target.  Operators: stacking (G_stack), interleaving, new zeroed
+blocks (``fill="preserve"``), width by doubling / cloning / LEMON, both at once.
+``alone/...`` rows train a growth's starting model alone for the whole budget:
+a growth *pays* only if it reaches scratch's loss with fewer FLOPs **and** ends
+below its starting model alone (``benchmarks/lm_growth_report.py``).  The
+learning rate follows one schedule over FLOP progress (warm-up, cosine decay to
+10%), kept across growth unless the schedule says otherwise.
 
 Per run: ``flops_to_match`` (the fraction of scratch's FLOPs at which the run
 first reaches scratch's final validation loss, same seed; linear between
 evaluations; null if never), ``final_val_loss`` (at scratch's total FLOPs),
 ``jump_at_growth`` (validation loss right after minus right before each growth).
 
-    python benchmarks/lm_growth.py [--quick] [--seeds 0 1 2] [--out benchmarks/results]
+    python benchmarks/lm_growth.py [--model lm|gpt2|llama] [--quick] [--seeds 0 1 2] [--out benchmarks/results]
 """
 from __future__ import annotations
 
@@ -44,8 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lm_families  # noqa: E402
 from lm_growth_report import plot, summarize, table  # noqa: E402
 
-# keras_hub models need allow_auto_names until growstage knows their names (issue 24, items 1-2)
-AUTO_NAMES = True
+# the families whose models still need allow_auto_names (none, once growstage knows keras_hub's names)
+AUTO_NAMES = {"llama"}
 
 FULL = dict(target=(4, 64, 4, 256), depth_small=(2, 64, 4, 256), width_small=(4, 32, 2, 128),
             both_small=(2, 32, 2, 128), one_layer=(1, 64, 4, 256), context=64, batch=32, steps=480, chunk=20,
@@ -53,13 +55,18 @@ FULL = dict(target=(4, 64, 4, 256), depth_small=(2, 64, 4, 256), width_small=(4,
 QUICK = dict(target=(2, 32, 2, 64), depth_small=(1, 32, 2, 64), width_small=(2, 16, 1, 32),
              both_small=(1, 16, 1, 32), one_layer=(1, 32, 2, 64), context=32, batch=16, steps=120, chunk=10, val=32,
              budget=400_000, peak_lr=3e-3, warmup=0.05)
-# keras_hub families: the same shapes; budget and learning rate chosen in benchmarks/README.md (lm_growth_hub)
-HUB = {"gpt2": dict(FULL, steps=480, peak_lr=2e-3), "llama": dict(FULL, steps=480, peak_lr=2e-3)}
-HUB_QUICK = dict(QUICK, target=(4, 32, 2, 64), depth_small=(2, 32, 2, 64), width_small=(4, 16, 2, 32),
-                 both_small=(2, 16, 2, 32), one_layer=(1, 32, 2, 64), steps=60)
+# keras_hub families: half the project LM's width (4 x 32, 4 heads of 8, ff 128; small models 2 x 32, 4 x 16 with
+# 2 heads, 2 x 16, 1 x 32), a longer warm-up (10%: GPT-2 from scratch stalls near loss 3.0 after a short one) and
+# the learning rate that was best for scratch; budget and rates chosen in benchmarks/README.md (lm_growth, keras_hub)
+_HUB = dict(FULL, target=(4, 32, 4, 128), depth_small=(2, 32, 4, 128), width_small=(4, 16, 2, 64),
+            both_small=(2, 16, 2, 64), one_layer=(1, 32, 4, 128), steps=400, chunk=25, warmup=0.1)
+HUB = {"gpt2": dict(_HUB, peak_lr=3e-3), "llama": dict(_HUB, peak_lr=3e-3)}
+HUB_QUICK = dict(QUICK, target=(4, 32, 4, 64), depth_small=(2, 32, 4, 64), width_small=(4, 16, 2, 32),
+                 both_small=(2, 16, 2, 32), one_layer=(1, 32, 4, 64), steps=60, warmup=0.1)
 NOISE = 0.1
-SMALL = {"depth_small": "2 layers", "width_small": "half width", "both_small": "2 layers, half width",
-         "one_layer": "1 layer"}
+# the starting models: the alone row of each is named after its role, its spec is in the operator column
+SMALL = {"depth_small": "depth-small", "width_small": "width-small", "both_small": "both-small",
+         "one_layer": "one-layer"}
 # name: (operator label, stages: (which model, share of the budget it trains for; None = the rest, options at growth))
 SCHEDULES = {
     "scratch": ("-", [("target", None, {})]),
@@ -82,14 +89,13 @@ SCHEDULES = {
         ("one_layer", 0.08, {}), ("depth_small", 0.17, {"fill": "preserve"}), ("target", None, {"fill": "preserve"})]),
     "progressive/stack": ("1 -> 2 -> 4 layers, G_stack", [
         ("one_layer", 0.08, {}), ("depth_small", 0.17, {"stack": "stack"}), ("target", None, {"stack": "stack"})]),
-    **{f"alone/{label}": (f"the {label} model trained alone for the whole budget", [(key, None, {})])
-       for key, label in SMALL.items()},
+    **{f"alone/{label}": (f"the {key} model alone, whole budget", [(key, None, {})]) for key, label in SMALL.items()},
 }
 # the schedules of each family's full run (the project's LM: the committed run's, plus its starting models alone)
 RUNS = {"lm": ["depth/zero-blocks", "both/zero+double", "depth/stack", "depth/interleave", "depth/stack+rewarm",
                "both/stack+hyperclone", "width/lemon", "width/hyperclone", "width/double"],
         "hub": ["depth/stack", "depth/interleave", "depth/zero-blocks", "width/double", "both/zero+double",
-                "progressive/zero-blocks", "progressive/stack"]}
+                "progressive/zero-blocks"]}
 
 
 def alone_of(name: str) -> str | None:
@@ -223,7 +229,7 @@ def run_one(name, seed, cfg, family, data, xv, yv, budget_flops, flops_per_step)
     t0 = time.perf_counter()
     hist = growstage.fit(growstage.Schedule(build, stages=stages, fill="init"), feed(batches, family), epochs=sum(epochs),
                          compile=compile_, seed=1000 * seed, log=None, callbacks=[tracker],
-                         allow_auto_names=family != "lm" and AUTO_NAMES)
+                         allow_auto_names=family in AUTO_NAMES)
     return {"name": name, "operator": operator, "seed": seed, "stages": [list(s["spec"]) for s in stages],
             "epochs": epochs, "growth_options": [{k: v for k, v in o.items()} for _, _, o in plan[1:]],
             "growth_seconds": [t["seconds"] for t in hist.transitions if t.get("rebuilt")],
