@@ -139,3 +139,129 @@ def test_gpt2_gstack_by_rename(small_gpt2, method):
     for j, i in enumerate(src):
         got = keras.ops.convert_to_numpy(new.backbone.transformer_layers[j]._feedforward_output_dense.kernel)
         assert np.array_equal(got, snap[f"transformer_layer_{i}"]["feedforward_output_dense/kernel"].read())
+
+
+def test_gpt2_adam_slots_follow_the_width_growth():
+    from growstage.framework.optimizer import optimizer_state
+
+    def compiled(**kw):
+        m = gpt2(**kw)
+        m.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[])
+        return m
+
+    old = compiled()
+    x = gpt2_inputs()
+    old.fit(x, np.roll(x["token_ids"], -1, axis=1), epochs=1, batch_size=2, verbose=0)
+    new, rep = growstage.rebuild(lambda: compiled(hidden=64, heads=4, inter=128), old, mode="subset", fill="double")
+    growstage.transfer_optimizer(old, new, rep)
+    a, b = optimizer_state(old)["slots"], optimizer_state(new)["slots"]
+    m_old, v_old = a["layer_norm"]["gamma"]["_momentums"], a["layer_norm"]["gamma"]["_velocities"]
+    # the tied output's LayerNorm gain is halved among its two copies: first moments / 2, second / 4
+    np.testing.assert_allclose(b["layer_norm"]["gamma"]["_momentums"], np.tile(m_old, 2) / 2, rtol=1e-6)
+    np.testing.assert_allclose(b["layer_norm"]["gamma"]["_velocities"], np.tile(v_old, 2) / 4, rtol=1e-6)
+    emb = a["token_embedding"]["embeddings"]["_momentums"]
+    assert np.array_equal(b["token_embedding"]["embeddings"]["_momentums"], np.tile(emb, (1, 2)))
+    q = b["transformer_layer_0"]["self_attention/query/kernel"]["_momentums"]
+    assert np.array_equal(q[32:, 2:], a["transformer_layer_0"]["self_attention/query/kernel"]["_momentums"])
+    assert not q[:32, 2:].any()  # double: block-diagonal, the new heads read the second copy only
+
+
+def bert(layers=2, hidden=32, heads=2, inter=64, task="classifier", seed=0):
+    keras.utils.set_random_seed(seed)
+    bb = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=layers, num_heads=heads, hidden_dim=hidden,
+                                       intermediate_dim=inter, max_sequence_length=SEQ, num_segments=2, dropout=0.0)
+    if task == "classifier":
+        return keras_hub.models.BertTextClassifier(backbone=bb, num_classes=3, preprocessor=None, dropout=0.0)
+    return keras_hub.models.BertMaskedLM(backbone=bb, preprocessor=None)
+
+
+def bert_inputs(task, seed=2):
+    rng = np.random.default_rng(seed)
+    x = {"token_ids": rng.integers(0, VOCAB, (2, SEQ)).astype("int32"),
+         "segment_ids": rng.integers(0, 2, (2, SEQ)).astype("int32"), "padding_mask": np.ones((2, SEQ), "int32")}
+    if task == "masked_lm":
+        x["mask_positions"] = np.array([[1, 3], [2, 5]], "int32")
+    return x
+
+
+@pytest.fixture(scope="module", params=["classifier", "masked_lm"])
+def small_bert(request):
+    return request.param, trained_like(bert(task=request.param))
+
+
+def test_bert_keys_and_the_tied_mlm_head(small_bert):
+    task, model = small_bert
+    snap = growstage.snapshot(model)
+    assert {"segment_embedding", "embeddings_layer_norm", "pooled_dense"} <= set(snap)
+    assert snap["transformer_layer_1"]["self_attention_layer/attention_output/kernel"].shape == (2, 16, 32)
+    assert len(snap.keys_flat()) == len({id(v) for v in model.weights})
+    if task == "masked_lm":  # the head reads token_embedding/embeddings, which it does not hold again
+        assert sorted(snap["mlm_head"]) == ["intermediate_dense/bias", "intermediate_dense/kernel",
+                                            "intermediate_layer_norm/beta", "intermediate_layer_norm/gamma",
+                                            "output_bias"]
+    x = bert_inputs(task)
+    new, rep = growstage.rebuild(lambda: bert(task=task, seed=5), model)
+    assert np.array_equal(logits(new, x), logits(model, x))
+
+
+@pytest.mark.parametrize("fill", ["double", "clone", "lemon"])
+def test_bert_width_x2_keeps_the_logits(small_bert, fill):
+    task, model = small_bert
+    x = bert_inputs(task)
+    new, _ = growstage.rebuild(lambda: bert(hidden=64, heads=4, inter=128, task=task), model, mode="subset", fill=fill)
+    close(logits(model, x), logits(new, x))
+
+
+def test_bert_new_post_ln_block_is_reported_not_function_preserving(small_bert):
+    task, model = small_bert
+    new, rep = growstage.rebuild(lambda: bert(layers=3, task=task), model, mode="subset", fill="preserve",
+                                 allow_new_layers=True)
+    rows = [r for r in rep.rows if r.layer == "transformer_layer_2"]
+    assert rows and all(r.action == "kept-init" and "NOT function-preserving: post-LN" in r.reason for r in rows)
+    snap = growstage.snapshot(model)
+    rename = growstage.stack_rename(snap, 2, 4, method="interleave", block="transformer_layer_{i}")
+    new, rep = growstage.rebuild(lambda: bert(layers=4, task=task), snap, rename=rename)
+    assert set(rep.counts()) == {"copied"}  # G_stack: every block a copy of a trained one
+
+
+def _grow_gpt2(checkpoint_dir, epochs, resume=False):
+    def build(stage):
+        return gpt2(layers=stage.spec)
+
+    def compile_(model, stage):
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(0, VOCAB, (8, SEQ + 1)).astype("int32")
+    x = {"token_ids": tokens[:, :-1], "padding_mask": np.ones((8, SEQ), "int32")}
+    sched = growstage.Schedule(build, stages=[2, 4], fill="preserve")
+    return growstage.fit(sched, x, tokens[:, 1:], epochs=epochs, compile=compile_, seed=0, batch_size=4, shuffle=False,
+                         checkpoint_dir=str(checkpoint_dir), resume=resume, log=None)
+
+
+@pytest.mark.tf_only
+def test_fit_grows_gpt2_2_to_4_layers_and_a_resumed_run_is_bit_identical(tmp_path):
+    full = _grow_gpt2(tmp_path / "a", epochs=3)
+    _grow_gpt2(tmp_path / "b", epochs=1)  # stopped after epoch 0
+    resumed = _grow_gpt2(tmp_path / "b", epochs=3, resume=True)
+    assert len(full.model.backbone.transformer_layers) == 4 and full.rebuilds == 1
+    grown = full.transitions[-1]["report"]
+    assert grown.row("transformer_layer_3/feedforward_output_dense/kernel").action == "zeroed"
+    a, b = growstage.snapshot(full.model), growstage.snapshot(resumed.model)
+    assert a.keys_flat() == b.keys_flat()
+    for key, prm in a.flat().items():
+        assert np.array_equal(prm.read(), b.flat()[key].read()), key
+
+
+def test_growstage_works_without_keras_hub():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['keras_hub'] = None\n"  # as if not installed: `import keras_hub` fails
+            "import keras, growstage\n"
+            "x = keras.Input((3,)); m = keras.Model(x, keras.layers.Dense(2, name='out')(x))\n"
+            "print(sorted(growstage.snapshot(m)['out']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("['bias', 'kernel']")

@@ -116,7 +116,7 @@ def load_optional() -> None:
     if len(_LOADED) == len(_OPTIONAL):
         return
     for lib, module in _OPTIONAL.items():
-        if lib not in _LOADED and lib in sys.modules:
+        if lib not in _LOADED and sys.modules.get(lib) is not None:  # None: an import that was blocked
             _LOADED.add(lib)
             importlib.import_module(module)
 
