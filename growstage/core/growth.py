@@ -19,7 +19,11 @@ to 1 (seeded), so copies differ from the first step.  Under net2net, clone and
 lemon, ``noise`` adds paired noise on consumer axes that sums to zero over each
 unit's copies: it cancels on the duplicated inputs.  Which axis is a consumer
 comes from the param's roles alone (:data:`~growstage.core.vocab.CONSUMER_ROLES`,
-set by the adapters).  Optimizer slots follow the same map: ``slot *
+set by the adapters).  A grouped-query heads axis (one block per KV head) grows as a grid: the KV
+heads by the KV heads' own map, the heads within a group by theirs, so a copied query head reads
+the copy of its KV head.  A normalised residual stream (roles ``stream``, ``stream_input``,
+``stream_output``) grows under ``preserve`` with its new units zero and its old ones scaled by
+sqrt(new/old), which keeps every RMSNorm's mean square, epsilon included.  Optimizer slots follow the same map: ``slot *
 scale**power`` (1 for first moments, 2 for second), fresh entries zero.
 numpy only.
 
@@ -51,7 +55,7 @@ import numpy as np
 
 from growstage.core.errors import ShapeError
 from growstage.core.resize import Split
-from growstage.core.vocab import CONSUMER_ROLES, PRESERVING, Role
+from growstage.core.vocab import CONSUMER_ROLES, GROUPED_ROLES, PRESERVING, ZERO_FRESH_ROLES, Role
 _COPYING = ("net2net", "clone", "lemon")  # duplicate old units, divide on consumer axes, may add noise
 
 
@@ -102,6 +106,27 @@ def axis_map(old_blocks: Sequence[int], new_blocks: Sequence[int], method: str, 
                    _shares(index, count, method, seed))
 
 
+def grouped_axis_map(old_blocks: Sequence[int], new_blocks: Sequence[int], method: str, seed: int = 0) -> AxisMap:
+    """A grouped heads axis, ``k`` blocks of ``g`` (old; zero-size blocks pad it to the new count) ->
+    ``k'`` blocks of ``g'``: position (kv, i) copies (outer[kv], inner[i]).
+
+    >>> grouped_axis_map([2, 2], [2, 2, 2, 2], "double").index.tolist()
+    [0, 1, 2, 3, 0, 1, 2, 3]
+    >>> grouped_axis_map([2, 2, 0, 0], [3, 3, 3, 3], "preserve").index.tolist()
+    [0, 1, -1, 2, 3, -1, -1, -1, -1, -1, -1, -1]
+    """
+    real = [b for b in old_blocks if b]
+    if len(set(real)) > 1 or len(set(new_blocks)) > 1 or not real:
+        raise ShapeError(f"a grouped heads axis needs equal groups; blocks {list(old_blocks)} -> {list(new_blocks)}")
+    g, k, g2, k2 = real[0], len(real), new_blocks[0], len(new_blocks)
+    outer, inner = axis_map([k], [k2], method, seed), axis_map([g], [g2], method, seed)
+    oi, ii = outer.index[:, None], inner.index[None, :]
+    index = np.where((oi >= 0) & (ii >= 0), oi * g + ii, -1).reshape(-1)
+    count = (outer.count[:, None] * inner.count[None, :]).reshape(-1)
+    half = (outer.half[:, None] ^ inner.half[None, :]).reshape(-1)
+    return AxisMap(index, count, half, outer.grew or inner.grew, _shares(index, count, method, seed))
+
+
 def _shares(index: np.ndarray, count: np.ndarray, method: str, seed: int) -> np.ndarray:
     share = 1.0 / count.astype(np.float64)
     if method != "lemon":
@@ -130,12 +155,15 @@ class GrowthMap:
     consumer_axes: tuple[int, ...]
     method: str
     factor: float = 1.0
+    zero_axes: tuple[int, ...] | None = None  # fresh entries zero (default: the consumer axes)
 
     @classmethod
     def build(cls, old_split: Split, new_split: Split, *, consumer_axes: Sequence[int], method: str,
-              seed: int = 0, factor: float = 1.0) -> "GrowthMap":
-        return cls([axis_map(o, n, method, seed) for o, n in zip(old_split, new_split)],
-                   tuple(consumer_axes), method, factor)
+              seed: int = 0, factor: float = 1.0, zero_axes: Sequence[int] | None = None,
+              grouped_axes: Sequence[int] = ()) -> "GrowthMap":
+        axes = [grouped_axis_map(o, n, method, seed) if i in grouped_axes else axis_map(o, n, method, seed)
+                for i, (o, n) in enumerate(zip(old_split, new_split))]
+        return cls(axes, tuple(consumer_axes), method, factor, None if zero_axes is None else tuple(zero_axes))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -162,32 +190,37 @@ class GrowthMap:
         nd = len(self.axes)
         any_fresh = np.zeros((1,) * nd, bool)
         cons_fresh = np.zeros((1,) * nd, bool)
+        zero_axes = self.consumer_axes if self.zero_axes is None else self.zero_axes
         for i, a in enumerate(self.axes):
             f = _along(a.index < 0, i, nd)
             any_fresh = any_fresh | f
-            if i in self.consumer_axes:
+            if i in zero_axes:
                 cons_fresh = cons_fresh | f
         return any_fresh, cons_fresh
 
     def apply(self, old: np.ndarray, *, fresh_value: np.ndarray | None, power: int = 1,
-              noise: float = 0.0, seed: int = 0) -> np.ndarray:
+              noise: float = 0.0, seed: int = 0, offset: float = 0.0) -> np.ndarray:
         """The new value.  Fresh entries: ``fresh_value`` (the target's init; None for zeros) or zero on
         consumer axes.  ``power`` scales optimizer slots by ``scale**power``; ``noise`` (net2net, clone,
-        lemon) splits each divided row among its copies unequally, keeping their sum."""
+        lemon) splits each divided row among its copies unequally, keeping their sum.  ``offset``: the
+        layer reads ``value + offset`` (Gemma's RMSNorm gain ``1 + scale``), so scales and zeros apply to
+        that sum; entries that are plain copies move unchanged (no float round trip)."""
         old = np.asarray(old)
         idx = [np.where(a.index >= 0, a.index, 0) for a in self.axes]
         out = old[np.ix_(*idx)] if old.ndim else old.copy()
         scale, zero = self._scale_and_mask()
         if np.any(scale != 1.0):
-            out = (out * scale ** power).astype(old.dtype, copy=False)
+            scaled = (out + offset) * scale ** power - offset if offset and power == 1 else out * scale ** power
+            out = np.where(scale != 1.0, scaled, out).astype(old.dtype, copy=False)
         if noise and power == 1 and self.method in _COPYING:
             out = self._split_noise(out, noise, seed)
         any_fresh, cons_fresh = self.fresh_mask()
+        nil = np.asarray(-offset if offset and power == 1 else 0.0, old.dtype)  # a zero gain is -offset
         if fresh_value is None or power != 1:
-            out = np.where(any_fresh | zero, np.zeros((), old.dtype), out)
+            out = np.where(any_fresh | zero, nil, out)
         else:
-            fresh = np.where(cons_fresh, np.zeros((), old.dtype), np.asarray(fresh_value, old.dtype))
-            out = np.where(any_fresh, fresh, np.where(zero, np.zeros((), old.dtype), out))
+            fresh = np.where(cons_fresh, nil, np.asarray(fresh_value, old.dtype))
+            out = np.where(any_fresh, fresh, np.where(zero, nil, out))
         return np.ascontiguousarray(out)
 
     def _split_noise(self, out: np.ndarray, noise: float, seed: int) -> np.ndarray:
@@ -228,9 +261,67 @@ def query_factor(roles: Sequence[str] | None, old_split: Split, new_split: Split
     return float(np.sqrt(sum(new_split[axis]) / sum(old_split[axis])))
 
 
-def for_row(row, roles: Sequence[str] | None, fill, seed: int = 0) -> GrowthMap | None:
-    """The map of a padded plan row under a function-preserving ``fill``; None for the plain fills."""
+def _ratio(old_split: Split, new_split: Split, axis: int) -> float:
+    return sum(new_split[axis]) / sum(old_split[axis])
+
+
+def stream_factor(roles: Sequence[str] | None, old_split: Split, new_split: Split, method: str) -> float:
+    """Under ``preserve`` a normalised stream's old units scale by sqrt(r), r = new/old (its new ones are
+    zero, so its mean square is unchanged and an RMSNorm's output grows by sqrt(r)); a norm's gain undoes
+    that, the last norm before a tied output also the embedding's sqrt(r).
+
+    >>> stream_factor(("vocab", "stream"), [[8], [4]], [[8], [16]], "preserve")
+    2.0
+    >>> [stream_factor((r,), [[4]], [[16]], "preserve") for r in ("stream_gain", "stream_output")]
+    [0.5, 0.25]
+    >>> stream_factor(("stream",), [[4]], [[8]], "double")
+    1.0
+    """
+    if method != "preserve" or not roles:
+        return 1.0
+    powers = {Role.STREAM: 0.5, Role.STREAM_GAIN: -0.5, Role.STREAM_OUTPUT: -1.0}
+    out = 1.0
+    for axis, role in enumerate(roles):
+        if role in powers:
+            out *= float(_ratio(old_split, new_split, axis) ** powers[role])
+    return out
+
+
+def size_factor(size_power: tuple[int, float] | None, old_split: Split, new_split: Split) -> float:
+    """A layer that multiplies a param's output by (size of axis) ** power (Gemma: embeddings times
+    sqrt(hidden)) gets the inverse change on the copied entries: (old/new) ** power.
+
+    >>> size_factor((1, 0.5), [[8], [4]], [[8], [16]])
+    0.5
+    """
+    if size_power is None:
+        return 1.0
+    axis, power = size_power
+    return float(_ratio(old_split, new_split, axis) ** -power)
+
+
+def grouped_split(old_split: Split, new_split: Split, roles: Sequence[str] | None) -> Split:
+    """``old_split`` with zero-size blocks appended on grouped heads axes that gain KV heads, so a block-wise
+    copy puts each old group into the group of the same KV head (and the new groups are new).
+
+    >>> grouped_split([[8], [2, 2]], [[8], [2, 2, 2, 2]], ("input", "grouped_heads"))
+    [[8], [2, 2, 0, 0]]
+    """
+    out = [list(b) for b in old_split]
+    for axis, role in enumerate(roles or ()):
+        if role in GROUPED_ROLES and axis < len(out) and len(out[axis]) < len(new_split[axis]):
+            out[axis] += [0] * (len(new_split[axis]) - len(out[axis]))
+    return out
+
+
+def for_row(row, roles: Sequence[str] | None, fill, seed: int = 0,
+            size_power: tuple[int, float] | None = None) -> GrowthMap | None:
+    """The map of a padded plan row under a function-preserving ``fill``; None for the plain fills.
+    ``size_power``: see :func:`size_factor` (an adapter's ``ParamSpec.size_power``)."""
     if row.action != "padded" or not (isinstance(fill, str) and fill in PRESERVING):
         return None
-    return GrowthMap.build(row.old_split, row.new_split, consumer_axes=consumer_axes(roles),
-                           method=fill, seed=seed, factor=query_factor(roles, row.old_split, row.new_split))
+    o, n = row.old_split, row.new_split
+    factor = query_factor(roles, o, n) * stream_factor(roles, o, n, fill) * size_factor(size_power, o, n)
+    return GrowthMap.build(o, n, consumer_axes=consumer_axes(roles), method=fill, seed=seed, factor=factor,
+                           zero_axes=tuple(i for i, r in enumerate(roles or ()) if r in ZERO_FRESH_ROLES),
+                           grouped_axes=tuple(i for i, r in enumerate(roles or ()) if r in GROUPED_ROLES))

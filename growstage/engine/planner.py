@@ -11,7 +11,8 @@ import numpy as np
 from growstage.core.errors import ShapeError, did_you_mean
 from growstage.core.resize import derive_split
 from growstage.core.values import Param, Snapshot
-from growstage.core.vocab import Action, Fill, Mode, PRESERVING
+from growstage.core.growth import grouped_split
+from growstage.core.vocab import GROUPED_ROLES, PRESERVING, Action, Fill, Mode, Role
 from growstage.engine.options import TransferOptions
 from growstage.engine.report import PlanRow
 from growstage.engine.sources import load_missing
@@ -191,6 +192,7 @@ class Planner:
         except ShapeError as e:
             self.problems.append(f"{lname}/{spec.name}: {e}")
             return
+        old_split = grouped_split(old_split, spec.split, spec.roles)  # KV heads added: new query groups
         mism = [a for a, (o, n) in enumerate(zip(old_split, spec.split)) if len(o) != len(n)]
         if mism:
             self.problems.append(f"{lname}/{spec.name}: axis {mism[0]} has blocks {old_split[mism[0]]} in the source "
@@ -198,12 +200,16 @@ class Planner:
             return
         action, reason = action_for_shapes(old_split, spec.split)
         if action == Action.PADDED and is_preserving(fill):
-            self.problems.extend(check_growth(lname, spec.name, fill, old_split, spec.split))
+            self.problems.extend(check_growth(lname, spec.name, fill, old_split, spec.split, spec.roles))
             if getattr(spec, "normalizes", False) and fill in (Fill.PRESERVE, Fill.NET2NET):
                 where = lname if info.kind == "LayerNormalization" else f"{lname}/{spec.name.rsplit('/', 1)[0]}"
                 self.notes.append(f"{where}: LayerNormalization over a widened axis: with fill {fill_label(fill)!r} the "
                                   "old units' outputs change (mean and variance include the new units); "
                                   "fill='double', 'clone' or 'lemon' keeps them exactly")
+            if fill == Fill.NET2NET and any(r in (Role.STREAM_GAIN, Role.STREAM_OUTPUT) for r in spec.roles):
+                self.notes.append(f"{lname}/{spec.name}: RMSNorm over a widened stream: fill 'net2net' copies units "
+                                  "unevenly, so the mean square changes and so do the outputs; fill='double', 'clone', "
+                                  "'lemon' or 'preserve' keeps them exactly")
         self.rows.append(PlanRow(lname, spec.name, key, action, prm.shape, reason=reason, old_split=old_split,
                                  fill=fill_label(fill) if action == Action.PADDED else None, split_derived=derived,
                                  **base))
@@ -257,11 +263,25 @@ class Planner:
         return True
 
 
-def check_growth(lname: str, pname: str, fill: str, old_split, new_split) -> list[str]:
+def _grid(o_blocks: list[int], n_blocks: list[int]) -> list[tuple[int, int]]:
+    """A grouped heads axis as the growths that matter: the KV heads and the heads per group."""
+    real = [b for b in o_blocks if b]
+    return [(len(real), len(n_blocks)), (real[0] if real else 0, n_blocks[0] if n_blocks else 0)]
+
+
+def check_growth(lname: str, pname: str, fill: str, old_split, new_split, roles=None) -> list[str]:
     """Problems of a function-preserving fill on this growth (it copies old units; double needs x2)."""
     out = []
+    roles = tuple(roles or ())
     for axis, (o_blocks, n_blocks) in enumerate(zip(old_split, new_split)):
-        for o, n in zip(o_blocks, n_blocks):
+        role = roles[axis] if axis < len(roles) else None
+        if role == Role.ROPE_HEAD_DIM and sum(n_blocks) != sum(o_blocks):
+            out.append(f"{lname}/{pname}: the head size changes ({sum(o_blocks)} -> {sum(n_blocks)}) under RoPE, "
+                       "which changes every rotation frequency: no fill preserves that; keep the head size and "
+                       "grow the number of heads (keras_hub's Llama: hidden size and query heads by one factor)")
+            continue
+        pairs = _grid(o_blocks, n_blocks) if role in GROUPED_ROLES else zip(o_blocks, n_blocks)
+        for o, n in pairs:
             if n > o and o == 0:
                 out.append(f"{lname}/{pname}: fill {fill_label(fill)!r} copies old units, but axis {axis} grows from 0")
             elif n > o and fill == Fill.DOUBLE and n != 2 * o:

@@ -130,14 +130,15 @@ def _new_value(p: Plan, row: PlanRow, spec: ParamSpec, undo: UndoLog, notes: lis
             new = _init_blocks_value(p, row, spec, old, undo, notes)
             return new.astype(target_dtype, copy=False) if new.dtype != target_dtype else new
         current = undo.current(spec.variable) if _reads_init(p, row) else np.zeros((), target_dtype)
-        gm = for_row(row, spec.roles, fill, p.options.fill_seed)
+        gm = for_row(row, spec.roles, fill, p.options.fill_seed, spec.size_power)
         tensor = getattr(prm.value, "tensor", None)
         if gm is None and tensor is not None and old.dtype == target_dtype and resizes_on_device():
             # a live model's snapshot: slice / pad on the source's device, no host round trip
             return resize_device(tensor, spec.shape, old_split=row.old_split, new_split=row.new_split,
                                  fill=_fill_value(fill, spec, current) if row.action == "padded" else 0)
         if gm is not None:
-            new = gm.apply(old, fresh_value=current, noise=p.options.fill_noise, seed=p.options.fill_seed)
+            new = gm.apply(old, fresh_value=current, noise=p.options.fill_noise, seed=p.options.fill_seed,
+                           offset=spec.offset)
         else:
             # resize() copies the fill array, so ``current`` stays intact as the undo value.
             new = resize(old, spec.shape, old_split=row.old_split, new_split=row.new_split,

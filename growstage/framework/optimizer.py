@@ -202,8 +202,8 @@ def _slot_values(state: dict, plan: Any, opt: Any, counts: dict[str, int],
         if new_entries == "zero" and row.source is not None and first.get(row.source) != row.layer:
             src = None  # an extra copy of a source layer (depth by stacking): all of it is new
         # one map per param, for all its slot families
-        gm = for_row(row, plan.targets[row.layer].param(row.param).roles, plan.options.fill_for(row.layer),
-                     plan.options.fill_seed)
+        spec = plan.targets[row.layer].param(row.param)
+        gm = for_row(row, spec.roles, plan.options.fill_for(row.layer), plan.options.fill_seed, spec.size_power)
         for fam, vs in fams.items():
             var = vs[i]
             if src is None or fam not in src:

@@ -40,6 +40,9 @@ class ParamSpec:
     linearly (an attention output projection, an FFN down-projection): zeroing every param of a
     branch makes it add nothing (see ``register_adapter(..., new_block=)``).  ``normalizes``: a
     normalisation's gain or bias over the param's axis (growth notes when its statistics change).
+    ``offset``: the layer reads ``value + offset`` (Gemma's RMSNorm gain ``1 + scale``), so growth
+    scales that sum.  ``size_power``: ``(axis, p)`` when the layer multiplies the param's output by
+    ``(size of that axis) ** p`` (Gemma's embeddings times sqrt(hidden)): growth compensates it.
     """
 
     name: str
@@ -48,6 +51,8 @@ class ParamSpec:
     roles: tuple[str, ...]
     branch: Optional[str] = None
     normalizes: bool = False
+    offset: float = 0.0
+    size_power: Optional[tuple[int, float]] = None
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -7,3 +7,4 @@ Keys follow docs/DESIGN.md "keras_hub models": the backbone's inner layer names,
 task prefix; param names are the tails of Keras's variable paths.
 """
 from growstage.framework.adapters.hub import bert, common, gpt2  # noqa: F401  (registration side effects)
+from growstage.framework.adapters.hub import gemma, llama, streams  # noqa: F401  (registration side effects)
