@@ -47,7 +47,7 @@ import lm_families  # noqa: E402
 from lm_growth_report import plot, summarize, table  # noqa: E402
 
 # the families whose models still need allow_auto_names (none, once growstage knows keras_hub's names)
-AUTO_NAMES = {"llama"}
+AUTO_NAMES: set[str] = set()
 
 FULL = dict(target=(4, 64, 4, 256), depth_small=(2, 64, 4, 256), width_small=(4, 32, 2, 128),
             both_small=(2, 32, 2, 128), one_layer=(1, 64, 4, 256), context=64, batch=32, steps=480, chunk=20,
@@ -56,11 +56,12 @@ QUICK = dict(target=(2, 32, 2, 64), depth_small=(1, 32, 2, 64), width_small=(2, 
              both_small=(1, 16, 1, 32), one_layer=(1, 32, 2, 64), context=32, batch=16, steps=120, chunk=10, val=32,
              budget=400_000, peak_lr=3e-3, warmup=0.05)
 # keras_hub families: half the project LM's width (4 x 32, 4 heads of 8, ff 128; small models 2 x 32, 4 x 16 with
-# 2 heads, 2 x 16, 1 x 32), a longer warm-up (10%: GPT-2 from scratch stalls near loss 3.0 after a short one) and
-# the learning rate that was best for scratch; budget and rates chosen in benchmarks/README.md (lm_growth, keras_hub)
+# 2 heads, 2 x 16, 1 x 32), context 32, a longer warm-up (10%: GPT-2 from scratch stalls near loss 3.0 after a
+# short one), the best learning rate seen for each family; budget: what the shared 2-core machine allowed (see
+# benchmarks/README.md, lm_growth on keras_hub models, for how it was chosen and what it means)
 _HUB = dict(FULL, target=(4, 32, 4, 128), depth_small=(2, 32, 4, 128), width_small=(4, 16, 2, 64),
-            both_small=(2, 16, 2, 64), one_layer=(1, 32, 4, 128), steps=400, chunk=25, warmup=0.1)
-HUB = {"gpt2": dict(_HUB, peak_lr=3e-3), "llama": dict(_HUB, peak_lr=3e-3)}
+            both_small=(2, 16, 2, 64), one_layer=(1, 32, 4, 128), context=32, steps=400, chunk=20, warmup=0.1)
+HUB = {"gpt2": dict(_HUB, peak_lr=3e-3), "llama": dict(_HUB, peak_lr=1e-2)}
 HUB_QUICK = dict(QUICK, target=(4, 32, 4, 64), depth_small=(2, 32, 4, 64), width_small=(4, 16, 2, 32),
                  both_small=(2, 16, 2, 32), one_layer=(1, 32, 4, 64), steps=60, warmup=0.1)
 NOISE = 0.1
@@ -194,7 +195,8 @@ def plan_stages(cfg, family, stages, budget_flops, flops_per_step):
         spent += e * per_epoch
         grow = {k: v for k, v in opts.items() if k != "stack"}
         if "stack" in opts:
-            keys = growstage.snapshot(lm_families.build(family, prev, cfg["context"]), allow_auto_names=True)
+            keys = growstage.snapshot(lm_families.build(family, prev, cfg["context"]),
+                                      allow_auto_names=family in AUTO_NAMES)
             layers, block = lm_families.block_names(family, keys, prev[0])
             grow["rename"] = stack_rename(layers, prev[0], spec[0], method=opts["stack"], block=block)
         out.append({"spec": spec, "repetitions": e, **grow})
