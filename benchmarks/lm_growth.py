@@ -60,7 +60,7 @@ QUICK = dict(target=(2, 32, 2, 64), depth_small=(1, 32, 2, 64), width_small=(2, 
 # short one), the best learning rate seen for each family; budget: what the shared 2-core machine allowed (see
 # benchmarks/README.md, lm_growth on keras_hub models, for how it was chosen and what it means)
 _HUB = dict(FULL, target=(4, 32, 4, 128), depth_small=(2, 32, 4, 128), width_small=(4, 16, 2, 64),
-            both_small=(2, 16, 2, 64), one_layer=(1, 32, 4, 128), context=32, steps=400, chunk=20, warmup=0.1)
+            both_small=(2, 16, 2, 64), one_layer=(1, 32, 4, 128), context=32, steps=240, chunk=20, warmup=0.1)
 HUB = {"gpt2": dict(_HUB, peak_lr=3e-3), "llama": dict(_HUB, peak_lr=1e-2)}
 HUB_QUICK = dict(QUICK, target=(4, 32, 4, 64), depth_small=(2, 32, 4, 64), width_small=(4, 16, 2, 32),
                  both_small=(2, 16, 2, 32), one_layer=(1, 32, 4, 64), steps=60, warmup=0.1)

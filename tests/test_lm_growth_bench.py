@@ -45,7 +45,7 @@ def test_stages_share_the_budget_and_stack_names_the_blocks():
     # in target epochs: 1 layer 8% of 40 = 3.2 -> 3 epochs (0.75 target epochs); 2 layers 17% of 40 / 2 = 3.4 -> 3
     # (1.5); the target the rest, 40 - 9 = 31 FLOP units -> 7.75 -> 8 epochs
     assert epochs == [3, 3, 8]
-    assert stages[2]["rename"]["transformer_layer_1"] == ["transformer_layer_2", "transformer_layer_3"]
+    assert stages[2]["rename"]["transformer_layer_1"] == ["transformer_layer_1", "transformer_layer_3"]  # G_stack: 0 1 0 1
     assert bench.alone_of("progressive/stack") == "alone/one-layer"
     assert bench.alone_of("scratch") is None and bench.alone_of("alone/one-layer") is None
 
