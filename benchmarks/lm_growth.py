@@ -95,8 +95,8 @@ SCHEDULES = {
 # the schedules of each family's full run (the project's LM: the committed run's, plus its starting models alone)
 RUNS = {"lm": ["depth/zero-blocks", "both/zero+double", "depth/stack", "depth/interleave", "depth/stack+rewarm",
                "both/stack+hyperclone", "width/lemon", "width/hyperclone", "width/double"],
-        "hub": ["depth/stack", "depth/interleave", "depth/zero-blocks", "width/double", "both/zero+double",
-                "progressive/zero-blocks"]}
+        "hub": ["depth/zero-blocks", "progressive/zero-blocks", "depth/stack", "width/double", "both/zero+double",
+                "depth/interleave"]}
 
 
 def alone_of(name: str) -> str | None:
