@@ -76,6 +76,8 @@ def table(rows: list[dict]) -> str:
             vs = (f"{r['margin_to_alone_mean']:+.3f} ({r['margin_to_alone_min']:+.3f} to "
                   f"{r['margin_to_alone_max']:+.3f}) vs `{r['alone']}`")
             pays = f"**{r['pays']}**"
+        elif "alone" in r:
+            vs, pays = f"`{r['alone']}` not run", "not judged"
         else:
             vs, pays = "-", "-"
         out.append(f"| {r['name']} | {r['operator']} | {_ftm(r)} | {r['final_val_loss_mean']:.3f} "
