@@ -130,6 +130,15 @@ def test_gpt2_width_x2_with_heads_and_ffn_keeps_the_logits(small_gpt2, fill):
     assert any("tied output" in n for n in rep.notes)
 
 
+def test_gpt2_width_init_blocks_copies_the_old_entries_and_draws_the_new(small_gpt2):
+    new, rep = growstage.rebuild(lambda: gpt2(hidden=64, heads=4, inter=128), small_gpt2, mode="subset",
+                                 fill="init-blocks")
+    old_q = keras.ops.convert_to_numpy(small_gpt2.backbone.transformer_layers[0]._self_attention_layer._query_dense.kernel)
+    new_q = keras.ops.convert_to_numpy(new.backbone.transformer_layers[0]._self_attention_layer._query_dense.kernel)
+    assert np.array_equal(new_q[:32, :2], old_q) and new_q[32:].std() > 0
+    assert any("init-blocks" in n for n in rep.notes)  # drawn per block (or, on PyTorch, the fallback to init)
+
+
 @pytest.mark.parametrize("method", ["stack", "interleave"])
 def test_gpt2_gstack_by_rename(small_gpt2, method):
     snap = growstage.snapshot(small_gpt2)
@@ -213,12 +222,24 @@ def test_bert_width_x2_keeps_the_logits(small_bert, fill):
     close(logits(model, x), logits(new, x))
 
 
-def test_bert_new_post_ln_block_is_reported_not_function_preserving(small_bert):
+@pytest.mark.parametrize("fill", ["preserve", "double"])
+def test_bert_post_ln_depth_2_to_4_hands_the_output_norm_over(small_bert, fill):
     task, model = small_bert
-    new, rep = growstage.rebuild(lambda: bert(layers=3, task=task), model, mode="subset", fill="preserve",
+    x = bert_inputs(task)
+    new, rep = growstage.rebuild(lambda: bert(layers=4, task=task), model, mode="subset", fill=fill,
                                  allow_new_layers=True)
-    rows = [r for r in rep.rows if r.layer == "transformer_layer_2"]
-    assert rows and all(r.action == "kept-init" and "NOT function-preserving: post-LN" in r.reason for r in rows)
+    close(logits(model, x), logits(new, x))
+    assert rep.row("transformer_layer_1/feedforward_layer_norm/gamma").action == "identity"
+    moved = rep.row("transformer_layer_3/feedforward_layer_norm/beta")
+    assert moved.action == "copied" and moved.source == "transformer_layer_1/feedforward_layer_norm/beta"
+    assert rep.row("transformer_layer_2/feedforward_layer_norm/gamma").action == "identity"
+    assert rep.row("transformer_layer_2/self_attention_layer/attention_output/kernel").action == "zeroed"
+    assert np.array_equal(keras.ops.convert_to_numpy(new.backbone.transformer_layers[1]._feedforward_layer_norm.gamma),
+                          np.ones(32, "float32"))
+
+
+def test_bert_gstack_by_rename(small_bert):
+    task, model = small_bert
     snap = growstage.snapshot(model)
     rename = growstage.stack_rename(snap, 2, 4, method="interleave", block="transformer_layer_{i}")
     new, rep = growstage.rebuild(lambda: bert(layers=4, task=task), snap, rename=rename)

@@ -4,6 +4,7 @@ of a plan are reported at once).  :func:`growstage.engine.planning.plan_for` is 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -227,6 +228,32 @@ class Planner:
         if action == Action.ZEROED and spec.name not in zeroed_params(self.targets[lname]):
             action = Action.KEPT_INIT
         return PlanRow(lname, spec.name, None, action, reason=reason, fill=fill_label(fill), **base)
+
+    def post_ln_deepening(self) -> None:
+        """New post-LN blocks after an old one start as the identity by taking over the old block's output
+        norm (docs/DESIGN.md "keras_hub models"); rewrites the rows of those layers."""
+        from growstage.framework.adapters.deepen import post_ln_chains
+
+        for old, chain, prefix in post_ln_chains(self.targets, self.new_layers):
+            if not all(is_preserving(self.opts.fill_for(n)) for n in chain):
+                continue
+            moved = {r.param: r for r in self.rows if r.layer == old and r.param.startswith(prefix + "/")}
+            if not moved or any(r.action not in Action.writes() for r in moved.values()):
+                continue  # the old norm is not carried over (only=, reset, custom): nothing to move
+            last = chain[-1]
+            why = (f"post-LN deepening: {old}'s output norm moves to {last}, {old}'s starts at (1, 0); new blocks "
+                   f"{', '.join(chain)}: branches zeroed, norms (1, 0): identity up to eps/variance")
+            for i, r in enumerate(self.rows):
+                if r.layer == old and r.param in moved:
+                    self.rows[i] = replace(r, action=Action.IDENTITY, source=None, reason=why)
+                elif r.layer in chain:
+                    spec = self.targets[r.layer].param(r.param)
+                    if r.layer == last and r.param in moved:
+                        self.rows[i] = replace(moved[r.param], layer=last, reason=why)
+                    elif spec.branch:
+                        self.rows[i] = replace(r, action=Action.ZEROED, reason=why)
+                    else:
+                        self.rows[i] = replace(r, action=Action.IDENTITY if spec.normalizes else r.action, reason=why)
 
     def unused_rows(self) -> None:
         """Source params nobody takes: ignored (listed), unused (ignore_unused) or a problem."""

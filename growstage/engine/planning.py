@@ -137,6 +137,8 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
     planner.prepare()
     for lname, info in targets.items():
         planner.plan_layer(lname, info)
+    if planner.new_layers:
+        planner.post_ln_deepening()
     planner.unused_rows()
     if planner.problems:
         raise PlanError(planner.problems)

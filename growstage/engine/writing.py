@@ -184,7 +184,7 @@ def apply(p: Plan) -> Report:
                     undo.current(spec.variable)
                 _run_custom(p, lname, info, undo)
                 continue
-            starts: dict[str, np.ndarray] | None = None
+            starts: dict[str, dict[str, np.ndarray]] = {}  # per start action (a block mixes zeroed and identity)
             for row in p.rows_for(lname):
                 if row.action in WRITES:
                     spec = info.param(row.param)
@@ -192,10 +192,11 @@ def apply(p: Plan) -> Report:
                     undo.write(spec.variable, new, row.target)
                     written += int(np.prod(new.shape)) * target_itemsize(spec)
                 elif row.action in ("identity", "zeroed"):
-                    if starts is None:
-                        starts = start_values(info, row.action)
-                    undo.write(info.param(row.param).variable, starts[row.param], row.target)
-                    written += starts[row.param].nbytes
+                    if row.action not in starts:
+                        starts[row.action] = start_values(info, row.action)
+                    value = starts[row.action][row.param]
+                    undo.write(info.param(row.param).variable, value, row.target)
+                    written += value.nbytes
         undo.finish()
     except BaseException as e:
         undo.fail(e, f"transfer failed in layer {current!r}")

@@ -64,13 +64,14 @@ class Adapter:
     params: ParamsFn
     output_split: Optional[OutSplitFn] = None
     new_block: Optional[StartFn] = None
+    output_norm: Optional[Callable[[Any], Optional[str]]] = None
 
 
 _REGISTRY: dict[type, Adapter] = {}
 
 
 def register_adapter(layer_type: type, params: ParamsFn | None = None, *, output_split: OutSplitFn | None = None,
-                     new_block: StartFn | None = None):
+                     new_block: StartFn | None = None, output_norm: Callable[[Any], str | None] | None = None):
     """Describe a layer type to growstage.
 
     ``params(layer, in_split) -> [ParamSpec]`` lists its params, every variable of the layer
@@ -80,11 +81,14 @@ def register_adapter(layer_type: type, params: ParamsFn | None = None, *, output
     output's last axis is made of blocks (default: one block).  ``new_block(layer) ->
     (identity, reason)`` (optional, for layers whose ``call`` adds residual branches: params
     with ``ParamSpec.branch`` set) says whether a new such layer whose branch params are zeroed
-    is the identity (a pre-LN block is; a post-LN block is not).  Usable as a
+    is the identity (a pre-LN block is; a post-LN block is not).  ``output_norm(layer) -> prefix | None``
+    (optional, post-LN blocks): the param-name prefix of the normalisation that ends the block; new
+    such blocks after an old one start as the identity by taking over that normalisation (see
+    ``deepen.post_ln_chains``).  Usable as a
     decorator.  A registration for a subclass wins over one for its base.
     """
     def deco(fn: ParamsFn) -> ParamsFn:
-        _REGISTRY[layer_type] = Adapter(fn, output_split, new_block)
+        _REGISTRY[layer_type] = Adapter(fn, output_split, new_block, output_norm)
         return fn
 
     return deco(params) if params is not None else deco

@@ -122,12 +122,43 @@ def zeroed_params(info: LayerInfo) -> list[str]:
 
 
 def start_values(info: LayerInfo, action: str) -> dict[str, np.ndarray]:
-    """``{param: value}`` for a new layer starting as ``action`` (``zeroed`` or ``identity``)."""
+    """``{param: value}`` for a new layer starting as ``action`` (``zeroed`` or ``identity``); under
+    ``identity`` a normalisation's gain is one and its bias zero."""
     out = {}
     for p in info.params:
         dtype = np.dtype(p.variable.dtype)
         if action == "zeroed" and p.name in zeroed_params(info):
             out[p.name] = np.zeros(p.shape, dtype)
         elif action == "identity":
-            out[p.name] = np.eye(*p.shape, dtype=dtype) if p.name == "kernel" else np.zeros(p.shape, dtype)
+            one = p.name == "kernel" or (p.normalizes and p.name.rsplit("/", 1)[-1] == "gamma")
+            out[p.name] = (np.eye(*p.shape, dtype=dtype) if p.name == "kernel" else np.ones(p.shape, dtype)) if one \
+                else np.zeros(p.shape, dtype)
     return out
+
+
+def _output_norm(info: LayerInfo) -> str | None:
+    adapter = find_adapter(info.layer)
+    return adapter.output_norm(info.layer) if adapter is not None and adapter.output_norm else None
+
+
+def post_ln_chains(targets: dict[str, LayerInfo], new_layers: set[str]) -> list[tuple[str, list[str], str]]:
+    """``(old block, [new blocks in order], norm prefix)`` for each run of new post-LN blocks that follows an
+    old one (docs/DESIGN.md "keras_hub models"): the old block's output norm moves to the last new block,
+    the old one and every other norm of the new blocks start at (1, 0), the new blocks' branches at zero."""
+    by_id = {id(i.layer): n for n, i in targets.items()}
+    out = []
+    for name in new_layers:
+        prev = _input_layer(targets[name].layer)
+        prev_name = by_id.get(id(prev)) if prev is not None else None
+        if prev_name is None or prev_name in new_layers or _output_norm(targets[name]) is None \
+                or _output_norm(targets[prev_name]) is None:
+            continue
+        chain = [name]
+        while True:
+            nxt = [by_id.get(id(c)) for c in _consumers(targets[chain[-1]].layer)]
+            nxt = [n for n in nxt if n in new_layers and _output_norm(targets[n]) is not None]
+            if len(nxt) != 1 or nxt[0] in chain:
+                break
+            chain.append(nxt[0])
+        out.append((prev_name, chain, _output_norm(targets[prev_name])))
+    return sorted(out)

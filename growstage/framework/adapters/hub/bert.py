@@ -3,7 +3,8 @@
 BertMaskedLM's head reads the tied token embedding (``token_embedding.embeddings``, one param with
 two readers: it stays the embedding layer's); the head's LayerNorm feeds that tied output, so its
 gain and bias are a consumer of the hidden units.  A new post-LN block is not the identity with
-zeroed branches: docs/DESIGN.md "keras_hub models" says what is.
+zeroed branches alone: new blocks take over the last old block's output LayerNorm
+(``output_norm``, docs/DESIGN.md "keras_hub models").
 
 Example::
 
@@ -19,11 +20,11 @@ import keras_hub
 
 from growstage.core.values import INPUT, VOCAB
 from growstage.framework.adapters.base import ParamSpec, register_adapter
-from growstage.framework.adapters.hub.common import block_start, passthrough, sublayer_params, \
-    transformer_block_params
+from growstage.framework.adapters.hub.common import block_start, passthrough, post_ln_output_norm, \
+    sublayer_params, transformer_block_params
 
 register_adapter(keras_hub.layers.TransformerEncoder, transformer_block_params, output_split=passthrough,
-                 new_block=block_start)
+                 new_block=block_start, output_norm=post_ln_output_norm)
 
 
 @register_adapter(keras_hub.layers.MaskedLMHead)

@@ -29,8 +29,8 @@ from growstage.framework.adapters.graph import LayerInfo
 register_model(keras_hub.models.Backbone, transparent=True)
 register_model(keras_hub.models.Task, transparent=True)
 
-POST_LN = ("post-LN: the block's LayerNorms renormalise x + 0, so zeroed branches are not the identity; "
-           "see docs/DESIGN.md 'keras_hub models'")
+POST_LN = ("post-LN: the block's LayerNorms renormalise x + 0, so zeroed branches are not the identity, and no "
+           "old post-LN block precedes it to hand its output norm over; see docs/DESIGN.md 'keras_hub models'")
 
 
 def passthrough(layer: Any, in_split: list[int], out_dim: int) -> list[int]:
@@ -84,6 +84,11 @@ def block_start(layer: Any) -> tuple[bool, str]:
     if layer.normalize_first:
         return True, "pre-LN: x + 0 + 0"
     return False, POST_LN
+
+
+def post_ln_output_norm(layer: Any) -> str | None:
+    """A post-LN block ends in its FFN LayerNorm: new blocks after it take that norm over (DESIGN.md)."""
+    return None if layer.normalize_first else "feedforward_layer_norm"
 
 
 def tied_output_norm(model: Any, infos: dict[str, LayerInfo], norm: Any, embedding: Any) -> None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import keras_hub
 
 from growstage.framework.adapters.base import register_adapter, register_model
-from growstage.framework.adapters.hub.common import block_start, passthrough, tied_output_norm, \
+from growstage.framework.adapters.hub.common import block_start, passthrough, post_ln_output_norm, tied_output_norm, \
     transformer_block_params
 
 register_adapter(keras_hub.layers.TransformerDecoder, transformer_block_params, output_split=passthrough,
-                 new_block=block_start)
+                 new_block=block_start, output_norm=post_ln_output_norm)
 
 
 def _causal_lm(model, infos):
