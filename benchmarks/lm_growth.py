@@ -229,7 +229,8 @@ def run_one(name, seed, cfg, family, data, xv, yv, budget_flops, flops_per_step)
     tracker = Tracker(cfg, batches, lm_families.inputs(family, xv), yv,
                       lambda m: lm_families.flops(family, m, cfg["batch"], ctx))
     t0 = time.perf_counter()
-    hist = growstage.fit(growstage.Schedule(build, stages=stages, fill="init"), feed(batches, family), epochs=sum(epochs),
+    hist = growstage.fit(growstage.Schedule(build, stages=stages, fill="init"), feed(batches, family),
+                         epochs=sum(epochs),
                          compile=compile_, seed=1000 * seed, log=None, callbacks=[tracker],
                          allow_auto_names=family in AUTO_NAMES)
     return {"name": name, "operator": operator, "seed": seed, "stages": [list(s["spec"]) for s in stages],
@@ -303,7 +304,8 @@ def main() -> None:
     args = ap.parse_args()
     fam, cfg = args.model, config(args.model, args.quick)
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    chosen = args.schedules or RUNS["lm" if fam == "lm" else "hub"]
+    extra = ["width/clone"] if args.quick and fam == "lm" else []  # the no-noise ablation: quick runs only
+    chosen = args.schedules or RUNS["lm" if fam == "lm" else "hub"] + extra
     alones = [a for a in dict.fromkeys(map(alone_of, chosen)) if a and a not in chosen and not args.schedules]
     chosen = alones + chosen  # the baselines first: a cut-short run still says whether growth paid
     path = result_path(args.out, fam, args.quick)
@@ -311,7 +313,8 @@ def main() -> None:
     if args.merge:
         with open(path) as f:
             old = json.load(f)["records"]
-    names = ([] if args.merge else ["scratch"]) + [n for n in chosen if n != "scratch"]
+    # a merge runs scratch only when asked to (new seeds); otherwise it reads scratch from the file
+    names = ([] if args.merge and "scratch" not in chosen else ["scratch"]) + [n for n in chosen if n != "scratch"]
     os.makedirs(args.out, exist_ok=True)
     data = stdlib_corpus(cfg["budget"])
     print("data:", data.describe(), flush=True)

@@ -45,7 +45,12 @@ def test_stages_share_the_budget_and_stack_names_the_blocks():
     # in target epochs: 1 layer 8% of 40 = 3.2 -> 3 epochs (0.75 target epochs); 2 layers 17% of 40 / 2 = 3.4 -> 3
     # (1.5); the target the rest, 40 - 9 = 31 FLOP units -> 7.75 -> 8 epochs
     assert epochs == [3, 3, 8]
-    assert stages[2]["rename"]["transformer_layer_1"] == ["transformer_layer_1", "transformer_layer_3"]  # G_stack: 0 1 0 1
+    # G_stack repeats the whole stack: blocks 0 1 0 1
+    assert stages[2]["rename"]["transformer_layer_1"] == ["transformer_layer_1", "transformer_layer_3"]
+    lm = dict(bench.QUICK)  # growstage's own LM: a block is several layers, block{i}_attn ...
+    stages, _ = bench.plan_stages(lm, "lm", bench.SCHEDULES["depth/stack"][1], budget,
+                                  {lm["depth_small"]: 2.0, lm["target"]: 4.0})
+    assert stages[1]["rename"]["block0_attn"] == ["block0_attn", "block1_attn"]
     assert bench.alone_of("progressive/stack") == "alone/one-layer"
     assert bench.alone_of("scratch") is None and bench.alone_of("alone/one-layer") is None
 
