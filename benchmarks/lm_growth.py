@@ -1,25 +1,27 @@
 """Does growing pay?  A byte-level transformer LM trained from scratch against staged schedules.
 
 Task: :func:`growstage.lm.stdlib_corpus` (Python standard-library sources, no
-download; its sha256 is printed and recorded).  Target model:
-:func:`growstage.lm.build_lm` (4 layers, d_model 64, 4 heads, ff 256).  Every
-run gets the same FLOP budget (scratch's), counted exactly from the shapes by
-:func:`growstage.lm.train_flops`; the growth step costs 0 FLOPs, its wall time
-is reported.  Staged runs train a smaller model first, grow it once with
-``growstage.fit`` (params and Adam state follow the same growth map), then
-train the target.  Schedules: depth (2 -> 4 layers) by stacking (G_stack),
-interleaving, or new zeroed blocks; width (d_model 32 -> 64, heads 2 -> 4,
-ff 128 -> 256) by doubling (block-diagonal), cloning (HyperCloning, with and
-without cancelling noise) or LEMON's unequal split; both at once.  The
-learning rate follows one schedule over FLOP progress (warm-up, cosine decay
-to 10%), kept across growth unless the schedule says otherwise.
+download; its sha256 is printed and recorded).  Models (``--model``): the
+project's own :func:`growstage.lm.build_lm`, or keras_hub's ``GPT2CausalLM`` /
+``LlamaCausalLM`` built offline from tiny configs (``benchmarks/lm_families.py``).
+Every run gets the same FLOP budget (scratch's), counted exactly from the shapes;
+the growth step costs 0 FLOPs, its wall time is reported.  Staged runs train a
+smaller model first, grow it inside ``growstage.fit`` (params and Adam state
+follow the same growth map) once or several times (``progressive/...``), then
+train the target.  Operators: stacking (G_stack), interleaving, new zeroed
+blocks (``fill="preserve"``), width by doubling / cloning / LEMON, both at once.
+``alone/...`` rows train a growth's starting model alone for the whole budget:
+a growth *pays* only if it reaches scratch's loss with fewer FLOPs **and** ends
+below its starting model alone (``benchmarks/lm_growth_report.py``).  The
+learning rate follows one schedule over FLOP progress (warm-up, cosine decay to
+10%), kept across growth unless the schedule says otherwise.
 
 Per run: ``flops_to_match`` (the fraction of scratch's FLOPs at which the run
 first reaches scratch's final validation loss, same seed; linear between
 evaluations; null if never), ``final_val_loss`` (at scratch's total FLOPs),
 ``jump_at_growth`` (validation loss right after minus right before each growth).
 
-    python benchmarks/lm_growth.py [--quick] [--seeds 0 1 2] [--out benchmarks/results]
+    python benchmarks/lm_growth.py [--model lm|gpt2|llama] [--quick] [--seeds 0 1 2] [--out benchmarks/results]
 """
 from __future__ import annotations
 
@@ -38,39 +40,76 @@ import numpy as np  # noqa: E402
 
 import growstage  # noqa: E402
 from growstage.core.stacking import stack_rename  # noqa: E402
-from growstage.lm import build_lm, stdlib_corpus, train_flops, val_windows, windows  # noqa: E402
+from growstage.lm import stdlib_corpus, val_windows, windows  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lm_families  # noqa: E402
+from lm_growth_report import plot, summarize, table  # noqa: E402
+
+# the families whose models still need allow_auto_names (none, once growstage knows keras_hub's names)
+AUTO_NAMES: set[str] = set()
 
 FULL = dict(target=(4, 64, 4, 256), depth_small=(2, 64, 4, 256), width_small=(4, 32, 2, 128),
-            both_small=(2, 32, 2, 128), context=64, batch=32, steps=480, chunk=20, val=64, budget=3_000_000,
-            peak_lr=2e-3)
+            both_small=(2, 32, 2, 128), one_layer=(1, 64, 4, 256), context=64, batch=32, steps=480, chunk=20,
+            val=64, budget=3_000_000, peak_lr=2e-3, warmup=0.05)
 QUICK = dict(target=(2, 32, 2, 64), depth_small=(1, 32, 2, 64), width_small=(2, 16, 1, 32),
-             both_small=(1, 16, 1, 32), context=32, batch=16, steps=120, chunk=10, val=32, budget=400_000,
-             peak_lr=3e-3)
+             both_small=(1, 16, 1, 32), one_layer=(1, 32, 2, 64), context=32, batch=16, steps=120, chunk=10, val=32,
+             budget=400_000, peak_lr=3e-3, warmup=0.05)
+# keras_hub families: half the project LM's width (4 x 32, 4 heads of 8, ff 128; small models 2 x 32, 4 x 16 with
+# 2 heads, 2 x 16, 1 x 32), context 32, a longer warm-up (10%: GPT-2 from scratch stalls near loss 3.0 after a
+# short one), the best learning rate seen for each family; budget: what the shared 2-core machine allowed (see
+# benchmarks/README.md, lm_growth on keras_hub models, for how it was chosen and what it means)
+_HUB = dict(FULL, target=(4, 32, 4, 128), depth_small=(2, 32, 4, 128), width_small=(4, 16, 2, 64),
+            both_small=(2, 16, 2, 64), one_layer=(1, 32, 4, 128), context=32, steps=240, chunk=20, warmup=0.1)
+HUB = {"gpt2": dict(_HUB, peak_lr=3e-3), "llama": dict(_HUB, peak_lr=1e-2)}
+HUB_QUICK = dict(QUICK, target=(4, 32, 4, 64), depth_small=(2, 32, 4, 64), width_small=(4, 16, 2, 32),
+                 both_small=(2, 16, 2, 32), one_layer=(1, 32, 4, 64), steps=60, warmup=0.1)
 NOISE = 0.1
-# name: (which small model, share of the budget it trains for, operator label, stage options at the growth)
+# the starting models: the alone row of each is named after its role, its spec is in the operator column
+SMALL = {"depth_small": "depth-small", "width_small": "width-small", "both_small": "both-small",
+         "one_layer": "one-layer"}
+# name: (operator label, stages: (which model, share of the budget it trains for; None = the rest, options at growth))
 SCHEDULES = {
-    "scratch": (None, 0.0, "-", {}),
-    "depth/stack": ("depth_small", 0.25, "G_stack (stack, rename)", {"stack": "stack"}),
-    "depth/interleave": ("depth_small", 0.25, "interleave (rename)", {"stack": "interleave"}),
-    "depth/zero-blocks": ("depth_small", 0.25, "new zeroed blocks (preserve)", {"fill": "preserve"}),
-    "width/double": ("width_small", 0.15, "double (block-diagonal)", {"fill": "double"}),
-    "width/clone": ("width_small", 0.15, "clone, no noise", {"fill": "clone"}),
-    "width/hyperclone": ("width_small", 0.15, f"clone + noise {NOISE} (HyperCloning)",
-                         {"fill": "clone", "fill_noise": NOISE}),
-    "width/lemon": ("width_small", 0.15, "lemon (unequal split)", {"fill": "lemon"}),
-    "both/stack+hyperclone": ("both_small", 0.08, "G_stack + HyperCloning",
-                              {"stack": "stack", "fill": "clone", "fill_noise": NOISE}),
-    "both/zero+double": ("both_small", 0.08, "zeroed blocks + double", {"fill": "double"}),
-    "depth/stack+rewarm": ("depth_small", 0.25, "G_stack, LR re-warm-up 40 steps",
-                           {"stack": "stack", "lr_at_growth": "rewarm", "warmup_steps": 40}),
+    "scratch": ("-", [("target", None, {})]),
+    "depth/stack": ("G_stack (stack, rename)", [("depth_small", 0.25, {}), ("target", None, {"stack": "stack"})]),
+    "depth/interleave": ("interleave (rename)", [("depth_small", 0.25, {}),
+                                                 ("target", None, {"stack": "interleave"})]),
+    "depth/zero-blocks": ("new zeroed blocks (preserve)", [("depth_small", 0.25, {}),
+                                                           ("target", None, {"fill": "preserve"})]),
+    "width/double": ("double (block-diagonal)", [("width_small", 0.15, {}), ("target", None, {"fill": "double"})]),
+    "width/clone": ("clone, no noise", [("width_small", 0.15, {}), ("target", None, {"fill": "clone"})]),
+    "width/hyperclone": (f"clone + noise {NOISE} (HyperCloning)",
+                         [("width_small", 0.15, {}), ("target", None, {"fill": "clone", "fill_noise": NOISE})]),
+    "width/lemon": ("lemon (unequal split)", [("width_small", 0.15, {}), ("target", None, {"fill": "lemon"})]),
+    "both/stack+hyperclone": ("G_stack + HyperCloning", [("both_small", 0.08, {}), (
+        "target", None, {"stack": "stack", "fill": "clone", "fill_noise": NOISE})]),
+    "both/zero+double": ("zeroed blocks + double", [("both_small", 0.08, {}), ("target", None, {"fill": "double"})]),
+    "depth/stack+rewarm": ("G_stack, LR re-warm-up 40 steps", [("depth_small", 0.25, {}), (
+        "target", None, {"stack": "stack", "lr_at_growth": "rewarm", "warmup_steps": 40})]),
+    "progressive/zero-blocks": ("1 -> 2 -> 4 layers, new zeroed blocks", [
+        ("one_layer", 0.08, {}), ("depth_small", 0.17, {"fill": "preserve"}), ("target", None, {"fill": "preserve"})]),
+    "progressive/stack": ("1 -> 2 -> 4 layers, G_stack", [
+        ("one_layer", 0.08, {}), ("depth_small", 0.17, {"stack": "stack"}), ("target", None, {"stack": "stack"})]),
+    **{f"alone/{label}": (f"the {key} model alone, whole budget", [(key, None, {})]) for key, label in SMALL.items()},
 }
+# the schedules of each family's full run (the project's LM: the committed run's, plus its starting models alone)
+RUNS = {"lm": ["depth/zero-blocks", "both/zero+double", "depth/stack", "depth/interleave", "depth/stack+rewarm",
+               "both/stack+hyperclone", "width/lemon", "width/hyperclone", "width/double"],
+        "hub": ["depth/zero-blocks", "progressive/zero-blocks", "depth/stack", "width/double", "both/zero+double",
+                "depth/interleave"]}
+
+
+def alone_of(name: str) -> str | None:
+    """The ``alone`` row of a growth schedule's starting model."""
+    first = SCHEDULES[name][1][0][0]
+    return f"alone/{SMALL[first]}" if first in SMALL and not name.startswith("alone/") else None
 
 
 class FlopProgressLR(keras.optimizers.schedules.LearningRateSchedule):
     """Warm-up over 5% then cosine to 10% of the peak, as a function of the FLOPs spent (piecewise in steps)."""
 
-    def __init__(self, peak: float, bounds: list[tuple[int, float, float]]):
-        self.peak, self.bounds = peak, bounds  # (first step, progress there, progress per step)
+    def __init__(self, peak: float, bounds: list[tuple[int, float, float]], warmup: float = 0.05):
+        self.peak, self.bounds, self.warmup = peak, bounds, warmup  # (first step, progress there, progress per step)
 
     def __call__(self, step):
         s = keras.ops.cast(step, "float32")
@@ -78,27 +117,41 @@ class FlopProgressLR(keras.optimizers.schedules.LearningRateSchedule):
         for first, p0, dp in self.bounds:
             prog = keras.ops.where(s >= first, p0 + (s - first) * dp, prog)
         prog = keras.ops.clip(prog, 0.0, 1.0)
-        warm = keras.ops.minimum(1.0, (prog + 1e-4) / 0.05)
+        warm = keras.ops.minimum(1.0, (prog + 1e-4) / self.warmup)
         cos = 0.1 + 0.9 * 0.5 * (1.0 + keras.ops.cos(math.pi * prog))
         return self.peak * warm * cos
 
     def get_config(self):
-        return {"peak": self.peak, "bounds": self.bounds}
+        return {"peak": self.peak, "bounds": self.bounds, "warmup": self.warmup}
 
 
 class Batches(keras.utils.PyDataset):
     """``chunk`` training batches per epoch, drawn from a seeded stream: every schedule of a seed sees the same."""
 
-    def __init__(self, data, cfg, seed):
+    def __init__(self, data, cfg, seed, family="lm"):
         super().__init__()
-        self.data, self.cfg, self.seed, self.epoch = data, cfg, seed, 0
+        self.data, self.cfg, self.seed, self.epoch, self.family = data, cfg, seed, 0, family
 
     def __len__(self):
         return self.cfg["chunk"]
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        return windows(self.data, rng, self.cfg["batch"], self.cfg["context"])
+        x, y = windows(self.data, rng, self.cfg["batch"], self.cfg["context"])
+        return lm_families.inputs(self.family, x), y
+
+
+def feed(batches: Batches, family: str):
+    """What ``fit`` gets: the PyDataset, or for keras_hub tasks (whose ``fit`` takes arrays or datasets) a
+    tf.data pipeline over it, re-read at every epoch, so every family sees the same batches."""
+    if family == "lm":
+        return batches
+    import tensorflow as tf
+
+    ctx, b = batches.cfg["context"], batches.cfg["batch"]
+    spec = ({"token_ids": tf.TensorSpec((b, ctx), tf.int32), "padding_mask": tf.TensorSpec((b, ctx), tf.int32)},
+            tf.TensorSpec((b, ctx), tf.int32))
+    return tf.data.Dataset.from_generator(lambda: (batches[i] for i in range(len(batches))), output_signature=spec)
 
 
 def val_loss(model, xv, yv) -> float:
@@ -131,26 +184,30 @@ class Tracker(keras.callbacks.Callback):
         self.curve.append((self.flops, val_loss(self.model, self.xv, self.yv)))
 
 
-def plan_stages(cfg, small_key, share, opts, budget_flops, flops_per_step):
-    """Stage dicts for growstage.Schedule, the epochs of each, and the LR bounds."""
-    target = cfg["target"]
-    if small_key is None:
-        epochs = [math.ceil(budget_flops / (cfg["chunk"] * flops_per_step[target]))]
-        return [{"spec": target, "repetitions": epochs[0]}], epochs
-    small = cfg[small_key]
-    e0 = max(1, round(share * budget_flops / (cfg["chunk"] * flops_per_step[small])))
-    rest = budget_flops - e0 * cfg["chunk"] * flops_per_step[small]
-    e1 = max(1, math.ceil(rest / (cfg["chunk"] * flops_per_step[target])))
-    grow = {k: v for k, v in opts.items() if k != "stack"}
-    if "stack" in opts:
-        names = [f"block{i}_{p}" for i in range(small[0]) for p in ("ln1", "attn", "ln2", "ff1", "ff2")]
-        grow["rename"] = stack_rename(names, small[0], target[0], method=opts["stack"])
-    return [{"spec": small, "repetitions": e0}, {"spec": target, "repetitions": e1, **grow}], [e0, e1]
+def plan_stages(cfg, family, stages, budget_flops, flops_per_step):
+    """Stage dicts for growstage.Schedule and the epochs of each: every stage but the last trains for its share
+    of the budget, the last for the rest."""
+    out, epochs, spent, prev = [], [], 0.0, None
+    for i, (key, share, opts) in enumerate(stages):
+        spec, per_epoch = cfg[key], cfg["chunk"] * flops_per_step[cfg[key]]
+        last = i == len(stages) - 1
+        e = math.ceil((budget_flops - spent) / per_epoch) if last else max(1, round(share * budget_flops / per_epoch))
+        spent += e * per_epoch
+        grow = {k: v for k, v in opts.items() if k != "stack"}
+        if "stack" in opts:
+            keys = growstage.snapshot(lm_families.build(family, prev, cfg["context"]),
+                                      allow_auto_names=family in AUTO_NAMES)
+            layers, block = lm_families.block_names(family, keys, prev[0])
+            grow["rename"] = stack_rename(layers, prev[0], spec[0], method=opts["stack"], block=block)
+        out.append({"spec": spec, "repetitions": e, **grow})
+        epochs.append(e)
+        prev = spec
+    return out, epochs
 
 
-def run_one(name, seed, cfg, data, xv, yv, budget_flops, flops_per_step):
-    small_key, share, operator, opts = SCHEDULES[name]
-    stages, epochs = plan_stages(cfg, small_key, share, opts, budget_flops, flops_per_step)
+def run_one(name, seed, cfg, family, data, xv, yv, budget_flops, flops_per_step):
+    operator, plan = SCHEDULES[name]
+    stages, epochs = plan_stages(cfg, family, plan, budget_flops, flops_per_step)
     bounds, step, spent = [], 0, 0.0
     for st, e in zip(stages, epochs):
         f = flops_per_step[st["spec"]]
@@ -160,19 +217,24 @@ def run_one(name, seed, cfg, data, xv, yv, budget_flops, flops_per_step):
     ctx = cfg["context"]
 
     def build(stage):
-        return build_lm(*stage.spec, context=ctx, name=f"lm_{'x'.join(map(str, stage.spec))}")
+        return lm_families.build(family, stage.spec, ctx, name=None if family != "lm" else
+                                 f"lm_{'x'.join(map(str, stage.spec))}")
 
     def compile_(model, stage):
-        opt = keras.optimizers.Adam(FlopProgressLR(cfg["peak_lr"], bounds), beta_2=0.99, clipnorm=1.0)
+        opt = keras.optimizers.Adam(FlopProgressLR(cfg["peak_lr"], bounds, cfg["warmup"]), beta_2=0.99,
+                                    clipnorm=1.0)
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
-    batches = Batches(data.train, cfg, seed)
-    tracker = Tracker(cfg, batches, xv, yv, lambda m: train_flops(m, cfg["batch"])["total"])
+    batches = Batches(data.train, cfg, seed, family)
+    tracker = Tracker(cfg, batches, lm_families.inputs(family, xv), yv,
+                      lambda m: lm_families.flops(family, m, cfg["batch"], ctx))
     t0 = time.perf_counter()
-    hist = growstage.fit(growstage.Schedule(build, stages=stages, fill="init"), batches, epochs=sum(epochs),
-                         compile=compile_, seed=1000 * seed, log=None, callbacks=[tracker])
+    hist = growstage.fit(growstage.Schedule(build, stages=stages, fill="init"), feed(batches, family),
+                         epochs=sum(epochs),
+                         compile=compile_, seed=1000 * seed, log=None, callbacks=[tracker],
+                         allow_auto_names=family in AUTO_NAMES)
     return {"name": name, "operator": operator, "seed": seed, "stages": [list(s["spec"]) for s in stages],
-            "epochs": epochs, "growth_options": {k: v for k, v in opts.items()},
+            "epochs": epochs, "growth_options": [{k: v for k, v in o.items()} for _, _, o in plan[1:]],
             "growth_seconds": [t["seconds"] for t in hist.transitions if t.get("rebuilt")],
             "jump_at_growth": tracker.jumps, "curve": tracker.curve, "seconds": time.perf_counter() - t0}
 
@@ -192,118 +254,97 @@ def flops_to_reach(curve, loss):
     return None
 
 
-def summarize(records: list[dict]) -> list[dict]:
-    """One row per schedule: means and spreads over seeds."""
-    rows = []
-    for name in dict.fromkeys(r["name"] for r in records):
-        rs = [r for r in records if r["name"] == name]
-        ftm = [r["flops_to_match"] for r in rs]
-        hit = [f for f in ftm if f is not None]
-        fin = [r["final_val_loss"] for r in rs]
-        jumps = [j for r in rs for j in r["jump_at_growth"]]
-        secs = [s for r in rs for s in r["growth_seconds"]]
-        rows.append({"name": name, "operator": rs[0]["operator"], "seeds": len(rs), "reached": len(hit),
-                     "flops_to_match_mean": float(np.mean(hit)) if len(hit) == len(rs) else None,
-                     "flops_to_match_min": min(hit) if hit else None, "flops_to_match_max": max(hit) if hit else None,
-                     "final_val_loss_mean": float(np.mean(fin)), "final_val_loss_std": float(np.std(fin)),
-                     "jump_mean": float(np.mean(jumps)) if jumps else None,
-                     "jump_max_abs": float(np.max(np.abs(jumps))) if jumps else None,
-                     "growth_seconds_mean": float(np.mean(secs)) if secs else None})
-    return rows
+def config(family: str, quick: bool) -> dict:
+    if family == "lm":
+        return QUICK if quick else FULL
+    return HUB_QUICK if quick else HUB[family]
 
 
-def table(rows: list[dict]) -> str:
-    def f(v, fmt):
-        return "never" if v is None else format(v, fmt)
-    out = ["| schedule | operator | FLOPs to match scratch (mean, min-max) | final val loss (mean ± std) | "
-           "loss jump at growth | growth time |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        if r["flops_to_match_mean"] is not None:
-            ftm = f"{r['flops_to_match_mean']:.0%} ({r['flops_to_match_min']:.0%}-{r['flops_to_match_max']:.0%})"
-        elif r["reached"]:
-            ftm = f"{r['reached']}/{r['seeds']} seeds ({r['flops_to_match_min']:.0%}-{r['flops_to_match_max']:.0%})"
-        else:
-            ftm = "never"
-        jump = "-" if r["jump_mean"] is None else f"{r['jump_mean']:+.4f} (max abs {r['jump_max_abs']:.1e})"
-        secs = "-" if r["growth_seconds_mean"] is None else f"{r['growth_seconds_mean']:.2f} s"
-        out.append(f"| {r['name']} | {r['operator']} | {ftm} | {r['final_val_loss_mean']:.4f} ± "
-                   f"{r['final_val_loss_std']:.4f} | {jump} | {secs} |")
-    return "\n".join(out)
+def result_path(out: str, family: str, quick: bool) -> str:
+    return os.path.join(out, "lm_growth" + ("" if family == "lm" else f"_{family}") + ("_quick" if quick else "")
+                        + ".json")
 
 
-def plot(records: list[dict], budget: float, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(dict.fromkeys(r["name"] for r in records))
-    colors = {n: plt.cm.tab20(i / max(1, len(names) - 1)) for i, n in enumerate(names)}
-    fig, ax = plt.subplots(figsize=(10, 6))
+def score(records: list[dict], budget: float) -> None:
+    """``final_val_loss`` and ``flops_to_match`` (against the same seed's scratch) of every record."""
+    ref = {r["seed"]: at_flops(r["curve"], budget) for r in records if r["name"] == "scratch"}
     for r in records:
-        f, v = zip(*r["curve"])
-        ax.plot(np.array(f) / budget, v, color=colors[r["name"]], lw=2.0 if r["name"] == "scratch" else 1.0,
-                alpha=0.9, label=r["name"] if r["seed"] == records[0]["seed"] else None)
-    lo = min(v for r in records for _, v in r["curve"][len(r["curve"]) // 3:])
-    ax.set_ylim(lo - 0.05, lo + 1.2)
-    ax.set_xlabel("training FLOPs / scratch's total")
-    ax.set_ylabel("validation loss (nats per byte)")
-    ax.set_title("byte-level LM on the Python stdlib: scratch vs staged growth (every seed)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        r["final_val_loss"] = at_flops(r["curve"], budget)
+        reach = flops_to_reach(r["curve"], ref[r["seed"]])
+        r["flops_to_match"] = None if reach is None or reach > budget * (1 + 1e-9) else reach / budget
+
+
+def write(path: str, meta: dict, records: list[dict], final: bool) -> None:
+    rows = summarize(records, alone_of)
+    doc = {**meta, "summary": rows, "records": records}
+    if final:
+        doc["table"] = table(rows)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    if final:
+        with open(path.replace(".json", ".md"), "w") as f:
+            f.write(doc["table"] + "\n")
+        plot({meta["model"]: doc}, path.replace(".json", ".png"))
+        print(doc["table"])
+        print("wrote", path, flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a small model and one seed: about 3 minutes")
+    ap.add_argument("--model", choices=lm_families.FAMILIES, default="lm",
+                    help="lm: growstage.lm.build_lm; gpt2 / llama: keras_hub GPT2CausalLM / LlamaCausalLM")
+    ap.add_argument("--quick", action="store_true", help="a small model and one seed: a few minutes")
     ap.add_argument("--seeds", type=int, nargs="*", default=None)
     ap.add_argument("--schedules", nargs="*", default=None, choices=list(SCHEDULES),
-                    help="default: all (the full run leaves out width/clone, the no-noise ablation, for time)")
+                    help="default: the family's full list (RUNS) and the alone runs of its starting models")
+    ap.add_argument("--merge", action="store_true",
+                    help="add these runs to the result file's records (same name and seed replaced); "
+                         "scratch is then read from the file")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
-    cfg = QUICK if args.quick else FULL
+    fam, cfg = args.model, config(args.model, args.quick)
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    chosen = args.schedules or [n for n in SCHEDULES if args.quick or n != "width/clone"]
-    names = ["scratch"] + [n for n in chosen if n != "scratch"]
+    extra = ["width/clone"] if args.quick and fam == "lm" else []  # the no-noise ablation: quick runs only
+    chosen = args.schedules or RUNS["lm" if fam == "lm" else "hub"] + extra
+    alones = [a for a in dict.fromkeys(map(alone_of, chosen)) if a and a not in chosen and not args.schedules]
+    chosen = alones + chosen  # the baselines first: a cut-short run still says whether growth paid
+    path = result_path(args.out, fam, args.quick)
+    old: list[dict] = []
+    if args.merge:
+        with open(path) as f:
+            old = json.load(f)["records"]
+    # a merge runs scratch only when asked to (new seeds); otherwise it reads scratch from the file
+    names = ([] if args.merge and "scratch" not in chosen else ["scratch"]) + [n for n in chosen if n != "scratch"]
     os.makedirs(args.out, exist_ok=True)
     data = stdlib_corpus(cfg["budget"])
     print("data:", data.describe(), flush=True)
     xv, yv = val_windows(data.val, cfg["context"], cfg["val"])
-    specs = {cfg[k] for k in ("target", "depth_small", "width_small", "both_small")}
-    flops_per_step = {s: train_flops(build_lm(*s, context=cfg["context"]), cfg["batch"])["total"] for s in specs}
+    specs = {cfg[k] for k in ("target", *SMALL)}
+    flops_per_step = {s: lm_families.flops(fam, lm_families.build(fam, s, cfg["context"]), cfg["batch"],
+                                           cfg["context"]) for s in specs}
     budget = cfg["steps"] * flops_per_step[cfg["target"]]
-    meta = {"command": " ".join(["python", "benchmarks/lm_growth.py"] + sys.argv[1:]), "config": cfg,
-            "seeds": seeds, "data_sha256": data.sha256, "data": data.describe(), "budget_flops": budget,
-            "flops_per_step": {"x".join(map(str, k)): v for k, v in flops_per_step.items()},
+    meta = {"command": " ".join(["python", "benchmarks/lm_growth.py"] + sys.argv[1:]), "model": fam,
+            "config": cfg, "seeds": seeds, "data_sha256": data.sha256, "data": data.describe(),
+            "budget_flops": budget, "flops_per_step": {"x".join(map(str, k)): v for k, v in flops_per_step.items()},
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                        f"Keras {keras.__version__}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    records: list[dict] = []
-    path = os.path.join(args.out, "lm_growth_quick.json" if args.quick else "lm_growth.json")
+    if args.merge:
+        with open(path) as f:
+            prev = json.load(f)
+        meta = {**{k: v for k, v in prev.items() if k not in ("summary", "records", "table")},
+                "merged": prev.get("merged", []) + [{"command": meta["command"], "date": meta["date"]}]}
+        budget = prev["budget_flops"]
+    records = list(old)
     for seed in seeds:
-        ref = None
         for name in names:
-            rec = run_one(name, seed, cfg, data, xv, yv, budget, flops_per_step)
-            if name == "scratch":
-                ref = at_flops(rec["curve"], budget)
-            rec["final_val_loss"] = at_flops(rec["curve"], budget)
-            reach = flops_to_reach(rec["curve"], ref)
-            rec["flops_to_match"] = None if reach is None or reach > budget * (1 + 1e-9) else reach / budget
-            records.append(rec)
+            rec = run_one(name, seed, cfg, fam, data, xv, yv, budget, flops_per_step)
+            records = [r for r in records if (r["name"], r["seed"]) != (name, seed)] + [rec]
+            score(records, budget)
             print(f"seed {seed} {name:24s} final {rec['final_val_loss']:.4f} flops_to_match "
                   f"{rec['flops_to_match']} jumps {[round(j, 5) for j in rec['jump_at_growth']]} "
                   f"{rec['seconds']:.0f}s", flush=True)
-            with open(path, "w") as f:
-                json.dump({**meta, "summary": summarize(records), "records": records}, f, indent=1)
-    rows = summarize(records)
-    md = table(rows)
-    with open(path, "w") as f:
-        json.dump({**meta, "summary": rows, "records": records, "table": md}, f, indent=1)
-    with open(path.replace(".json", ".md"), "w") as f:
-        f.write(md + "\n")
-    plot(records, budget, path.replace(".json", ".png"))
-    print(md)
-    print("wrote", path)
+            write(path, meta, records, final=False)
+    write(path, meta, records, final=True)
 
 
 if __name__ == "__main__":
