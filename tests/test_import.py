@@ -163,7 +163,7 @@ def test_preload_order_prefix_and_init_for_train(tmp_path):
     assert growstage.preload(target, cfg, training=True, resuming=True).rows == []
     assert all(np.array_equal(init[v.path], v.numpy()) for v in target.variables)
     rep = growstage.preload(target, cfg, training=True)
-    assert rep.counts() == {"copied": 4}
+    assert rep.counts() == {"copied": 4, "ignored": 4}  # ignored: a_first's enc_b/bias, and the three b_second finds set
     # a_first sorts first and wins for what it set; b_second only sets the bias a_first ignored
     assert np.array_equal(target.get_layer("enc_a").kernel.numpy(), one.get_layer("a").kernel.numpy())
     assert np.array_equal(target.get_layer("enc_b").kernel.numpy(), one.get_layer("b").kernel.numpy())
