@@ -26,6 +26,7 @@ import os
 import sys
 from typing import Any
 
+from growstage.cli_export import add_export_parser, export_command
 from growstage.cli_support import Parser, cli_hint, quiet_keras, subparser
 from growstage.core.errors import GrowstageError, PlanError
 
@@ -174,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     if args.cmd == "export":
-        return _export(args)
+        return export_command(args)
     raise AssertionError(args.cmd)
 
 
@@ -220,50 +221,6 @@ def _plan_or_apply(args: argparse.Namespace) -> int:
         print(p.table() if args.cmd == "plan" else report.table())
     if args.cmd == "apply":  # with --json, stdout is JSON only
         print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
-    return 0
-
-
-def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise GrowstageError(f"{flag} {item!r}: expected LAYER=VALUE")
-        out[key] = value
-    return out
-
-
-def _export_hf(args: argparse.Namespace) -> int:
-    import keras
-
-    import keras_hub  # noqa: F401  (registers keras_hub's classes for load_model)
-
-    from growstage.interop.hf.export import export_hf
-
-    if not os.path.isfile(args.src) or not args.src.endswith(".keras"):
-        raise GrowstageError(f"{args.src}: --to hf exports a saved keras_hub model (MODEL.keras)")
-    model = keras.saving.load_model(args.src)  # safe_mode: no lambda deserialisation
-    out = export_hf(model, args.output, preset=args.preset, max_shard_size=args.max_shard_size)
-    print(json.dumps(out, indent=1) if args.json else
-          f"wrote {args.output}: {len(out['files'])} files, {out['tensors']} tensors, {out['bytes']:,d} bytes")
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from growstage.export import save_safetensors
-
-    if args.to == "hf":
-        return _export_hf(args)
-    if args.preset is not None or args.max_shard_size is not None:
-        raise GrowstageError("--preset and --max-shard-size apply to --to hf only")
-    # a path is only ever read, never imported: only plan --into loads code (a missing file is "no such file")
-    src = args.src
-    report = save_safetensors(src, args.output, naming=_pairs(args.naming, "--naming"),
-                              types=_pairs(args.types, "--type"), unknown=args.unknown,
-                              allow_auto_names=args.allow_auto_names, allow_large=args.allow_large)
-    print(report.to_json() if args.json else report.table())
-    # with --json, stdout is JSON only
-    print(f"wrote {args.output} ({report.bytes_written:,d} bytes)", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -330,32 +287,6 @@ def _add_plan_parser(sub: Any, cmd: str = "plan") -> None:
     _add_rule_flags(p)
 
 
-def _add_export_parser(sub: Any) -> None:
-    p = sub.add_parser("export", help="export to a PyTorch state_dict or a Hugging Face folder (safetensors)",
-                       description="Write the torch.nn state_dict equivalent to SRC's Keras layers as a safetensors "
-                       "file and print one row per tensor (what was transposed or reordered).")
-    p.add_argument("src", metavar="SRC", help=_SRC_HELP + "; read only, never imported (a model built in code: "
-                   "growstage.export.save_safetensors(model, path) in Python)")
-    p.add_argument("output", help="the .safetensors file to write (atomically)")
-    p.add_argument("--to", required=True, choices=["torch", "hf"],
-                   help="torch: one state_dict file; hf: a Hugging Face folder (config.json, safetensors shards, "
-                   "index) of a saved keras_hub model")
-    p.add_argument("--preset", choices=["hf-gpt2", "hf-llama", "hf-gemma", "hf-bert"],
-                   help="--to hf: the HF layout (default: from the keras_hub backbone class)")
-    p.add_argument("--max-shard-size", dest="max_shard_size", metavar="SIZE",
-                   help="--to hf: largest shard, bytes or e.g. 2GB, 500MB (default 2GB)")
-    p.add_argument("--naming", action="append", metavar="LAYER=MODULE.PATH",
-                   help="torch module path of a Keras layer (default: the layer name); repeatable")
-    p.add_argument("--type", dest="types", action="append", metavar="LAYER=KERAS_TYPE",
-                   help="the Keras type of a layer where the file does not say (else inferred from param names)")
-    p.add_argument("--unknown", choices=["error", "raw"], default="error",
-                   help="layers of types without a torch conversion: error (default) or pass through raw")
-    p.add_argument("--allow-auto-names", dest="allow_auto_names", action="store_true",
-                   help="accept Keras auto-generated layer names (model sources)")
-    p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
-    p.add_argument("--json", action="store_true", help="the report as JSON (only JSON on stdout)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="growstage", description="carry trained parameters across architecture changes",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -388,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT.h5", help="the growstage HDF5 file to write")
     p.add_argument("--allow-large", dest="allow_large", action="store_true", help=_RELAX["allow-large"])
     _add_rule_flags(p)
-    _add_export_parser(sub)
+    add_export_parser(sub, _SRC_HELP, _RELAX["allow-large"])
     return ap
 
 

@@ -43,30 +43,12 @@ from growstage.core.errors import GrowstageError, UnknownNameError
 from growstage.engine.planning import plan
 from growstage.interop.preloading import preload
 from growstage.train.ahead import Ahead, arch_key, next_rebuild
+from growstage.train.fit_args import check_fit_kwargs
 from growstage.train.identity import data_digest, differences, run_identity
 from growstage.train.schedule import Schedule, Stage
 from growstage.framework.capture import snapshot
 from growstage.engine.report import Report
 from growstage.engine.writing import apply
-
-
-_OWN = ("schedule", "x", "y", "epochs", "compile", "checkpoint_dir", "keep", "resume", "seed", "strategy",
-        "reset_optimizer", "log", "on_epoch_end", "allow_auto_names", "preload_from_files", "release_traces",
-        "prepare_ahead")
-
-
-def check_fit_kwargs(kwargs: dict[str, Any]) -> None:
-    """Every keyword ``fit`` passes on must be one ``model.fit`` takes (a typo fails now, not at epoch 1)."""
-    import inspect
-
-    from growstage.core.errors import GrowstageError, did_you_mean
-
-    takes = [n for n in inspect.signature(keras.Model.fit).parameters if n not in ("self", "kwargs")]
-    for key in kwargs:
-        if key in ("initial_epoch",) or key not in takes:
-            why = "fit counts epochs itself (epochs=, resume=)" if key == "initial_epoch" else \
-                f"neither growstage.fit nor model.fit takes it{did_you_mean(key, list(_OWN) + takes)}"
-            raise GrowstageError(f"fit: unknown keyword {key!r}: {why}")
 
 
 @dataclass
