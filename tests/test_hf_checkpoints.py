@@ -247,3 +247,25 @@ def test_a_schedules_first_stage_grows_from_the_folder(folders):
         "gpt2": {"filename": folder, "init_for_train": True, "mode": "subset", "fill": "preserve",
                  "allow_new_layers": True}})
     np.testing.assert_allclose(H.keras_logits(hist.model, IDS), ref, atol=_tol(ref))
+
+
+def _grouped_target(family, **kw):
+    if family == "llama":  # the folder: 4 query heads in 2 KV groups, head size 8, tied
+        b = keras_hub.models.LlamaBackbone(vocabulary_size=64, num_layers=2, num_query_heads=8, num_key_value_heads=4,
+                                           hidden_dim=64, intermediate_dim=96, layer_norm_epsilon=1e-6,
+                                           tie_word_embeddings=True, dropout=0.0)
+        return keras_hub.models.LlamaCausalLM(backbone=b, preprocessor=None)
+    b = keras_hub.models.GemmaBackbone(vocabulary_size=64, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+                                       head_dim=16, hidden_dim=64, intermediate_dim=192, dropout=0.0)
+    return keras_hub.models.GemmaCausalLM(backbone=b, preprocessor=None)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_width_growth_on_load_keeps_each_query_head_in_its_kv_group(folders, family):
+    """Query heads and KV heads doubled straight from the folder: each old query head stays in the group of
+    its own KV head (the folder's KV count, not the target's, decides the groups)."""
+    folder, model = folders[family]
+    ref = H.hf_logits(model, IDS)
+    task = _grouped_target(family)
+    growstage.transfer(folder, task, mode="subset", fill="double")
+    np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))

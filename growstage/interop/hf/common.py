@@ -83,6 +83,17 @@ class Rule:
     hf: str
     layout: Layout = COPY
     part: tuple[int, int, int] | None = None
+    groups: tuple[int, int] | None = None  # (axis, KV heads): a query-heads axis in grouped-query attention
+
+    def split(self, hf_shape: tuple) -> list[list[int]] | None:
+        """The keras param's blocks when the layout has any (query heads per KV group, as the keras_hub
+        adapter splits them); None: derived from the target when planning.  Without it a source of 4 query
+        heads in 2 groups would be cut by the target's group count and heads would change groups."""
+        if self.groups is None:
+            return None
+        shape = self.shape(hf_shape)
+        axis, nkv = self.groups
+        return [[shape[axis] // nkv] * nkv if a == axis else [d] for a, d in enumerate(shape)]
 
     def _cut(self, s: tuple) -> tuple:
         if self.part is None:

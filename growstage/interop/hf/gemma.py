@@ -28,10 +28,12 @@ def rules(cfg: Mapping[str, Any]) -> list[Rule]:
     out = [Rule("token_embedding/embeddings", "embed_tokens.weight"), Rule("final_normalization/scale", "norm.weight")]
     for i in range(int(cfg["num_hidden_layers"])):
         k, h = f"decoder_block_{i}/", f"layers.{i}."
-        out += [Rule(f"{k}attention/query/kernel", f"{h}self_attn.q_proj.weight", heads_first_in(nq)),
+        out += [Rule(f"{k}attention/query/kernel", f"{h}self_attn.q_proj.weight", heads_first_in(nq),
+                     groups=(0, nkv)),
                 Rule(f"{k}attention/key/kernel", f"{h}self_attn.k_proj.weight", heads_first_in(nkv)),
                 Rule(f"{k}attention/value/kernel", f"{h}self_attn.v_proj.weight", heads_first_in(nkv)),
-                Rule(f"{k}attention/attention_output/kernel", f"{h}self_attn.o_proj.weight", heads_first_out(nq)),
+                Rule(f"{k}attention/attention_output/kernel", f"{h}self_attn.o_proj.weight", heads_first_out(nq),
+                     groups=(0, nkv)),
                 Rule(f"{k}pre_attention_norm/scale", f"{h}input_layernorm.weight", COPY),
                 Rule(f"{k}pre_ffw_norm/scale", f"{h}post_attention_layernorm.weight", COPY),
                 Rule(f"{k}ffw_gating/kernel", f"{h}mlp.gate_proj.weight", T),

@@ -30,10 +30,12 @@ def rules(cfg: Mapping[str, Any]) -> list[Rule]:
            Rule("sequence_output_layernorm/scale", "norm.weight")]
     for i in range(int(cfg["num_hidden_layers"])):
         k, h = f"transformer_layer_{i}/", f"layers.{i}."
-        out += [Rule(f"{k}self_attention/query/kernel", f"{h}self_attn.q_proj.weight", heads_in(nq)),
+        out += [Rule(f"{k}self_attention/query/kernel", f"{h}self_attn.q_proj.weight", heads_in(nq),
+                     groups=(1, nkv)),
                 Rule(f"{k}self_attention/key/kernel", f"{h}self_attn.k_proj.weight", heads_in(nkv)),
                 Rule(f"{k}self_attention/value/kernel", f"{h}self_attn.v_proj.weight", heads_in(nkv)),
-                Rule(f"{k}self_attention/attention_output/kernel", f"{h}self_attn.o_proj.weight", heads_out(nq)),
+                Rule(f"{k}self_attention/attention_output/kernel", f"{h}self_attn.o_proj.weight", heads_out(nq),
+                     groups=(0, nkv)),
                 Rule(f"{k}self_attention_layernorm/scale", f"{h}input_layernorm.weight", COPY),
                 Rule(f"{k}feedforward_layernorm/scale", f"{h}post_attention_layernorm.weight", COPY),
                 Rule(f"{k}feedforward_gate_dense/kernel", f"{h}mlp.gate_proj.weight", T),

@@ -61,7 +61,8 @@ def _mapped_entry(raw: Reader, full: str, rule: Any) -> Entry:
     def load(sub: Any) -> Any:
         value = rule.fwd(raw.read(full, index))
         return value if sub is None else value[sub]
-    return Entry(rule.shape(shape), raw[full].dtype, load, source=rule.origin(shape, full[: -len(rule.hf)]))
+    return Entry(rule.shape(shape), raw[full].dtype, load, source=rule.origin(shape, full[: -len(rule.hf)]),
+                 split=rule.split(shape))
 
 
 def map_reader(raw: Reader, preset: str | None = None) -> Reader:
