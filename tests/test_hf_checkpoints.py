@@ -185,6 +185,9 @@ def test_cli_inspect_and_export(folders, tmp_path, capsys):
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     want = H.keras_logits(model, IDS)
     np.testing.assert_allclose(H.hf_logits(back, IDS), want, atol=_tol(want))
+    # the documented short form: preset from the backbone, --max-shard-size optional (2GB: one file)
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "hf1"), "--to", "hf"]) == 0
+    assert H.n_shards(tmp_path / "hf1") == 1
 
 
 def _gpt2_backbone(layers=2, hidden=32, heads=2):
