@@ -41,7 +41,7 @@ def _export_hf(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.src) or not args.src.endswith(".keras"):
         raise GrowstageError(f"{args.src}: --to hf exports a saved keras_hub model (MODEL.keras)")
     model = keras.saving.load_model(args.src)  # safe_mode: no lambda deserialisation
-    out = export_hf(model, args.output, preset=args.preset, max_shard_size=args.max_shard_size)
+    out = export_hf(model, args.output, preset=args.preset, max_shard_size=args.max_shard_size or "2GB")
     print(json.dumps(out, indent=1) if args.json else
           f"wrote {args.output}: {len(out['files'])} files, {out['tensors']} tensors, {out['bytes']:,d} bytes")
     return 0

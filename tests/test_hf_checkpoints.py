@@ -185,6 +185,9 @@ def test_cli_inspect_and_export(folders, tmp_path, capsys):
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     want = H.keras_logits(model, IDS)
     np.testing.assert_allclose(H.hf_logits(back, IDS), want, atol=_tol(want))
+    # the documented short form: preset from the backbone, --max-shard-size optional (2GB: one file)
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "hf1"), "--to", "hf"]) == 0
+    assert H.n_shards(tmp_path / "hf1") == 1
 
 
 def _gpt2_backbone(layers=2, hidden=32, heads=2):
@@ -274,4 +277,26 @@ def test_llama_untied_and_gemma_grow_on_load(tmp_path, family):
                                          "preserve" for i in (2, 3)}, allow_new_layers=True)
     np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))
     if family == "llama":  # the untied output head: HF's lm_head, transposed
-        assert rep.row("token_embedding/reverse_embeddings").origin == "lm_head.weight.T"
+        assert rep.row("token_embedding/reverse_embeddings").source_name == "lm_head.weight.T"
+
+
+def _grouped_target(family, **kw):
+    if family == "llama":  # the folder: 4 query heads in 2 KV groups, head size 8, tied
+        b = keras_hub.models.LlamaBackbone(vocabulary_size=64, num_layers=2, num_query_heads=8, num_key_value_heads=4,
+                                           hidden_dim=64, intermediate_dim=96, layer_norm_epsilon=1e-6,
+                                           tie_word_embeddings=True, dropout=0.0)
+        return keras_hub.models.LlamaCausalLM(backbone=b, preprocessor=None)
+    b = keras_hub.models.GemmaBackbone(vocabulary_size=64, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+                                       head_dim=16, hidden_dim=64, intermediate_dim=192, dropout=0.0)
+    return keras_hub.models.GemmaCausalLM(backbone=b, preprocessor=None)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_width_growth_on_load_keeps_each_query_head_in_its_kv_group(folders, family):
+    """Query heads and KV heads doubled straight from the folder: each old query head stays in the group of
+    its own KV head (the folder's KV count, not the target's, decides the groups)."""
+    folder, model = folders[family]
+    ref = H.hf_logits(model, IDS)
+    task = _grouped_target(family)
+    growstage.transfer(folder, task, mode="subset", fill="double")
+    np.testing.assert_allclose(H.keras_logits(task, IDS), ref, atol=_tol(ref))

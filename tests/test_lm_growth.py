@@ -274,3 +274,11 @@ def test_growth_options_are_checked_with_suggestions():
         growstage.Schedule(_mlp, stages=[4], optimizer_state="zeros").stage(0)
     with pytest.raises(growstage.GrowstageError, match="needs warmup_steps > 0"):
         growstage.Schedule(_mlp, stages=[4], lr_at_growth="rewarm").stage(0)
+
+
+def test_a_rename_map_given_as_the_source_says_where_it_belongs():
+    """stack_rename's result is a rename map; a user who passes it as the source is told to use rename=."""
+    snap = {"block0": {"w": np.zeros(2)}, "block1": {"w": np.ones(2)}}
+    rename = stack_rename(snap, 2, 4, method="stack", block="block{i}")
+    with pytest.raises(growstage.GrowstageError, match="rename="):
+        growstage.plan(rename, {"block0": {"w": np.zeros(2)}})

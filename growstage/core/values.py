@@ -135,7 +135,11 @@ def as_snapshot(source: Any) -> Snapshot:
     layers: dict[str, dict[str, Param]] = {}
     for lname, params in source.items():
         if not isinstance(params, Mapping):
-            raise GrowstageError(f"values dict entry {lname!r} is a {type(params).__name__}, expected {{param: array}}")
+            hint = ("; it looks like a rename map (stack_rename's result): give the snapshot as the source and "
+                    "the map as rename=") if isinstance(params, (list, tuple)) and all(
+                        isinstance(x, str) for x in params) else ""
+            raise GrowstageError(f"values dict entry {lname!r} is a {type(params).__name__}, expected "
+                                 f"{{param: array}}{hint}")
         layers[str(lname)] = {
             str(p): v if isinstance(v, Param) else Param(np.asarray(v)) for p, v in params.items()
         }
