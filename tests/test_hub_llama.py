@@ -103,7 +103,8 @@ def adam_with_state(model, seed=7):
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(seed)
-    grads = [rng.normal(size=tuple(v.shape)).astype("float32") for v in model.trainable_variables]
+    grads = [keras.ops.convert_to_tensor(rng.normal(size=tuple(v.shape)).astype("float32"))
+             for v in model.trainable_variables]
     model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return model
 
@@ -116,7 +117,9 @@ def slots(model, suffix):
 
 def test_adam_slots_follow_the_growth():
     small = adam_with_state(llama_like())
-    big, report = growstage.rebuild(lambda: llama_like(hidden=64, nq=8, nkv=4), small, mode="subset", fill="double")
+    # BIG's widths, 2 layers: the forward pass's shapes are those of the tests above (JAX compiles once)
+    big, report = growstage.rebuild(lambda: llama_like(hidden=64, nq=8, nkv=4, inter=128), small, mode="subset",
+                                    fill="double")
     big.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     counts = growstage.transfer_optimizer(small, big, report)

@@ -90,7 +90,8 @@ class Role(StrEnum):
     # mean square (epsilon included) and puts out sqrt(new/old) times its old output, which its gain undoes;
     # the new units still train (their readers start fresh).
     STREAM = "stream"                # writes the stream: an embedding's units, a residual branch's last projection
-    STREAM_INPUT = "stream_input"    # reads the stream (after a norm): divided under copying fills, fresh under preserve
+    STREAM_INPUT = "stream_input"    # reads the stream (after a norm): divided under copying fills,
+                                     # fresh under preserve
     STREAM_GAIN = "stream_gain"      # an RMSNorm gain over the stream: copied, scaled by sqrt(old/new) under preserve
     STREAM_OUTPUT = "stream_output"  # the last norm's gain before a tied output projection: divided under copying
                                      # fills, scaled by old/new under preserve (its norm and the embedding grew)
