@@ -1,7 +1,2 @@
-"""Hugging Face checkpoints <-> keras_hub names and layouts, one small module per family (as keras_hub
-keeps one ``convert_*.py`` per family): :mod:`.gpt2`, :mod:`.llama`, :mod:`.gemma`, :mod:`.bert`.
-
-Each family module holds a table of :class:`~growstage.interop.hf.common.Rule` (one keras_hub param
-from one HF tensor, both directions), ``hf_config`` (config.json of a keras_hub backbone, for export)
-and ``differences`` (non-weight settings on which a folder and a target disagree).
-"""
+"""Writing a keras_hub model as a Hugging Face folder (:mod:`.export`); the name and layout tables it runs
+backwards live in :mod:`growstage.io.hf`."""

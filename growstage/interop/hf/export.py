@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from growstage.core.errors import GrowstageError, StoreError
-from growstage.interop.hf.common import gather_hf
+from growstage.io.hf.common import gather_hf
 from growstage.io.readers.hf_folder import INDEX, SINGLE
 from growstage.io.readers.hf_presets import PRESETS, family
 

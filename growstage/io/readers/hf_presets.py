@@ -1,8 +1,8 @@
 """Presets that read a Hugging Face folder with keras_hub's names and layouts (``hf-gpt2``, ``hf-llama``,
-``hf-gemma``, ``hf-bert``).  The per-family tables live in :mod:`growstage.interop.hf` (one module per
+``hf-gemma``, ``hf-bert``).  The per-family tables live in :mod:`growstage.io.hf` (one module per
 family, as keras_hub keeps one converter per family); this module only finds the family and wraps the
-folder's lazy reader, so the readers below the interop layer can take ``preset=`` (the family module is
-imported by name on first use, as ``growstage/__init__`` imports its parts).
+folder's lazy reader (the family module is imported on first use: a folder of one family never loads
+the others' tables).
 
 Example::
 
@@ -31,7 +31,7 @@ def family(preset: str) -> Any:
     """The module of ``preset``'s family (its rule table, ``differences``, ``hf_config``)."""
     if preset not in PRESETS:
         raise UnknownNameError("preset", preset, PRESETS, f"(known: {', '.join(PRESETS)})")
-    return importlib.import_module(f"growstage.interop.hf.{PRESETS[preset]}")
+    return importlib.import_module(f"growstage.io.hf.{PRESETS[preset]}")
 
 
 def preset_for(config: Mapping[str, Any], preset: str | None = None) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from growstage.interop.hf.common import COPY, T, Rule, differ, heads_in, heads_out
+from growstage.io.hf.common import COPY, T, Rule, differ, heads_in, heads_out
 
 MODEL_TYPES = ("llama", "mistral")
 ANCHOR = "embed_tokens.weight"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from growstage.interop.hf.common import COPY, T, Rule, differ, heads_first_in, heads_first_out
+from growstage.io.hf.common import COPY, T, Rule, differ, heads_first_in, heads_first_out
 
 MODEL_TYPES = ("gemma",)
 ANCHOR = "embed_tokens.weight"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from growstage.interop.hf.common import COPY, T, Rule, bias_heads, differ, heads_in, heads_out
+from growstage.io.hf.common import COPY, T, Rule, bias_heads, differ, heads_in, heads_out
 
 MODEL_TYPES = ("bert",)
 ANCHOR = "embeddings.word_embeddings.weight"  # "bert." in BertForMaskedLM's files, "" in BertModel's

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from growstage.interop.hf.common import COPY, Rule, bias_heads, conv_heads_in, conv_heads_out, differ
+from growstage.io.hf.common import COPY, Rule, bias_heads, conv_heads_in, conv_heads_out, differ
 
 MODEL_TYPES = ("gpt2",)
 ANCHOR = "wte.weight"  # finds the prefix: "transformer." in GPT2LMHeadModel's files, "" in GPT2Model's
