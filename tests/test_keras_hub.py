@@ -108,6 +108,16 @@ def test_gpt2_same_size_rebuild_is_bit_identical(small_gpt2):
     new, rep = growstage.rebuild(lambda: gpt2(seed=9), small_gpt2)
     assert rep.counts() == {"copied": 36}
     assert np.array_equal(logits(new, x), logits(small_gpt2, x))
+    assert not any("tied output" in n for n in rep.notes), rep.notes  # no width grows: the rule does not act
+
+
+def test_the_tied_output_note_appears_only_when_the_width_grows(small_gpt2):
+    deeper = growstage.plan(small_gpt2, gpt2(layers=4), mode="subset", allow_new_layers=True)
+    assert not any("tied output" in n for n in deeper.notes), deeper.notes
+    wider = growstage.plan(small_gpt2, gpt2(hidden=64, heads=4, inter=128), mode="subset", fill="double")
+    assert [n for n in wider.notes if "tied output" in n] == [
+        "layer_norm: feeds the tied output embedding: its gain and bias are divided among copied hidden units, "
+        "so the logits stay exact when the width grows by double, clone or lemon"]
 
 
 @pytest.mark.parametrize("fill", ["preserve", "net2net", "double", "clone", "lemon"])

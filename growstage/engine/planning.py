@@ -146,8 +146,11 @@ def plan_for(src: Snapshot, targets: dict[str, LayerInfo], options: TransferOpti
         raise PlanError(planner.problems)
     annotate_sources(planner.rows, src)
     name_origins(planner.rows, planner.src)
-    notes = list(dict.fromkeys(list(planner.src.notes) + [f"{n}: {x}" for n, i in targets.items() for x in i.notes]
-                               + planner.notes + idle_options(planner.rows, opts)))
+    padded = {r.layer for r in planner.rows if r.action == Action.PADDED}
+    layer_notes = [f"{n}: {x}" for n, i in targets.items()
+                   for x in i.notes + (i.width_notes if n in padded else [])]
+    notes = list(dict.fromkeys(list(planner.src.notes) + layer_notes + planner.notes
+                               + idle_options(planner.rows, opts)))
     return Plan(planner.rows, planner.src, targets, opts, notes)
 
 

@@ -49,6 +49,9 @@ class LayerInfo:
     params: list[ParamSpec]
     kind: str
     notes: list[str] = field(default_factory=list)
+    # notes about width growth: a plan keeps them only when it pads one of the layer's params, so a
+    # same-size or depth-only plan does not tell about a width rule that does not act
+    width_notes: list[str] = field(default_factory=list)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

@@ -103,5 +103,5 @@ def tied_output_norm(model: Any, infos: dict[str, LayerInfo], norm: Any, embeddi
     for p in info.params:
         if len(p.shape) == 1:
             p.roles = (INPUT,)
-    info.notes.append("feeds the tied output embedding: its gain and bias are divided among copied hidden units, so "
+    info.width_notes.append("feeds the tied output embedding: its gain and bias are divided among copied hidden units, so "
                       "the logits stay exact when the width grows by double, clone or lemon")

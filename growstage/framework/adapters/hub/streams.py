@@ -67,8 +67,8 @@ def stream_backbone(backbone: Any, infos: dict[str, LayerInfo], sqrt_embedding: 
     if getattr(backbone.token_embedding, "tie_weights", False):
         gain = norm.params[0]
         gain.roles, gain.size_power = (STREAM_OUTPUT,), ((0, -0.5) if sqrt_embedding else None)
-        norm.notes.append("feeds the tied output embedding: divided among copied hidden units, and scaled by "
+        norm.width_notes.append("feeds the tied output embedding: divided among copied hidden units, and scaled by "
                           "old/new under preserve" + (" times sqrt(new/old) for the sqrt(hidden) embedding "
                                                             "multiplier" if sqrt_embedding else ""))
     if sqrt_embedding:
-        emb.notes.append("the backbone multiplies it by sqrt(hidden): a wider copy is divided by sqrt(new/old)")
+        emb.width_notes.append("the backbone multiplies it by sqrt(hidden): a wider copy is divided by sqrt(new/old)")
