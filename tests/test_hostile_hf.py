@@ -71,3 +71,15 @@ def test_a_link_leaving_the_folder_is_refused_also_through_transfer(cases):
     model = keras.Model(x, keras.layers.Dense(4, name="out")(x))
     with pytest.raises(growstage.StoreError, match="outside the folder: refused"):
         growstage.transfer(folder, model)
+
+
+@pytest.mark.parametrize("files", [["model.safetensors"], ["model.safetensors.index.json", "model-00001-of-00002.safetensors",
+                                                          "model-00002-of-00002.safetensors"]])
+def test_hf_weights_without_config_json_say_so(tmp_path, files):
+    for name in files:
+        (tmp_path / name).write_bytes(b"{}")
+    with pytest.raises(growstage.GrowstageError) as e:
+        growstage.open_checkpoint(str(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "no config.json" in msg and "copy the config.json" in msg, msg
+    assert ("2 *.safetensors shards" in msg) == (len(files) == 3), msg

@@ -113,7 +113,7 @@ def detect_format(path: str) -> str:
         raise StoreError("''", "an empty path; give a checkpoint file or directory")
     if os.path.isdir(path):
         from growstage.io.sharded_store import is_sharded_snapshot
-        from growstage.io.readers.hf_folder import is_hf_folder
+        from growstage.io.readers.hf_folder import is_hf_folder, missing_config
 
         if is_sharded_snapshot(path):
             return "growstage"
@@ -121,6 +121,8 @@ def detect_format(path: str) -> str:
             return "hf"
         if checkpoint_prefix(path):
             return _tf_kind(path)
+        if missing_config(path):
+            raise StoreError(path, missing_config(path))
         raise StoreError(path, "a directory with neither a TensorFlow 'checkpoint' file, epoch-NNNN.h5 "
                                "training checkpoints nor a Hugging Face config.json with model.safetensors "
                                "(or its index); give a checkpoint file (epoch-NNNN.h5, *.weights.h5, "

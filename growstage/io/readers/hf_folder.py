@@ -51,6 +51,26 @@ def is_hf_folder(path: str) -> bool:
             and (os.path.lexists(os.path.join(path, INDEX)) or os.path.lexists(os.path.join(path, SINGLE))))
 
 
+def missing_config(path: str) -> str | None:
+    """The problem with a directory of Hugging Face safetensors weights that lacks ``config.json``, else None.
+
+    >>> import tempfile; d = tempfile.mkdtemp(); _ = open(os.path.join(d, "model.safetensors"), "wb")
+    >>> missing_config(d)[:52]
+    'Hugging Face weights (model.safetensors) but no conf'
+    """
+    if not os.path.isdir(path) or os.path.lexists(os.path.join(path, CONFIG)):
+        return None
+    found = [n for n in (INDEX, SINGLE) if os.path.lexists(os.path.join(path, n))]
+    shards = [n for n in os.listdir(path) if n.endswith(".safetensors") and n != SINGLE]
+    if shards:
+        found.append(f"{len(shards)} *.safetensors shard{'s' * (len(shards) > 1)}")
+    if not found:
+        return None
+    return (f"Hugging Face weights ({', '.join(found)}) but no config.json next to them: growstage reads the "
+            f"model type and sizes from it; copy the config.json of the model these weights come from into "
+            f"the folder (transformers: AutoConfig.from_pretrained(NAME).save_pretrained(FOLDER))")
+
+
 def _np_dtype(name: str) -> np.dtype:
     if name == "bfloat16":
         import ml_dtypes
