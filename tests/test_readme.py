@@ -104,3 +104,9 @@ def test_the_extractor_sees_blocks_and_expected_exit_codes():
     text = "## A\n```python\nx = 1\n```\n## Command line\n```bash\ngrowstage diff a b   # exit 1\n# c\n```\n"
     assert blocks(text, "python") == [("A", "x = 1\n")]
     assert list(shell_commands(blocks(text, "bash")[0][1])) == [("growstage diff a b", 1)]
+
+
+def test_readme_keras_hub_section_passes_stack_rename_as_rename():
+    """A user finds how to hand stack_rename's map over (as rename=, not as the source) in the section."""
+    code = "\n".join(c for head, c in blocks(README.read_text(), "python") if head == "keras_hub models")
+    assert "= growstage.stack_rename(" in code and "rename=rename)" in code, code
