@@ -86,6 +86,7 @@ def _builders(tmp_path):
         small = builders.small()
     finally:
         sys.path.remove(str(tmp_path))
+        sys.modules.pop("builders", None)  # other tests' `--into builders:...` must import their own file
     path = growstage.save(growstage.snapshot(small), tmp_path / "small.h5")
     return small, path
 
