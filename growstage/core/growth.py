@@ -285,7 +285,7 @@ def execute(p: GrowthPlan, old: Any, fresh_value: Any, xp: Any) -> Any:
         out = out * xp.asarray(p.factor)
     if p.noise is not None:
         out = _add_noise(p.noise, out, xp)
-    zero = xp.asarray(-p.offset, dtype)  # a zeroed gain ``value + offset`` is ``-offset``
+    zero = xp.asarray(-p.offset if p.offset else 0.0, dtype)  # a zeroed gain (value + offset) is -offset; never -0.0
     if p.fresh is None:
         return xp.where(xp.asarray(p.zero), zero, out)
     fresh = xp.where(xp.asarray(p.fresh_zero), zero, xp.asarray(fresh_value, dtype))
