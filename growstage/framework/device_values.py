@@ -35,14 +35,7 @@ def resize_device(old: Any, new_shape: Sequence[int], *, old_split: Any = None, 
     new_shape = tuple(int(d) for d in new_shape)
     if len(new_shape) != len(old_shape):
         raise ShapeError(f"cannot resize an array of shape {old_shape} to {new_shape}: the number of axes differs")
-    if old_split is None and new_split is None:
-        old_split, new_split = whole_split(old_shape), whole_split(new_shape)
-    elif old_split is None:
-        old_split = derive_split(_check_split(new_split, new_shape, "new"), old_shape)
-    elif new_split is None:
-        new_split = derive_split(_check_split(old_split, old_shape, "old"), new_shape)
-    old_split = _check_split(old_split, old_shape, "old")
-    new_split = _check_split(new_split, new_shape, "new")
+    old_split, new_split = _splits(old_shape, new_shape, old_split, new_split)
     for axis, (o, n) in enumerate(zip(old_split, new_split)):
         if len(o) != len(n):
             raise ShapeError(f"axis {axis}: the old array has {len(o)} blocks {o}, the new one {len(n)} blocks {n}")
@@ -107,14 +100,19 @@ def device_source(value: Any, sharding: Any) -> Any | None:
     return None
 
 
-def _blocks(old_shape: tuple, new_shape: tuple, old_split: Any, new_split: Any) -> tuple[list, list]:
+def _splits(old_shape: tuple, new_shape: tuple, old_split: Any, new_split: Any) -> tuple[Any, Any]:
+    """Both splits, checked; a missing one derived from the other (one block per axis when both are)."""
     if old_split is None and new_split is None:
-        old_split, new_split = whole_split(old_shape), whole_split(new_shape)
-    elif old_split is None:
+        return whole_split(old_shape), whole_split(new_shape)
+    if old_split is None:
         old_split = derive_split(_check_split(new_split, new_shape, "new"), old_shape)
     elif new_split is None:
         new_split = derive_split(_check_split(old_split, old_shape, "old"), new_shape)
-    old_split, new_split = _check_split(old_split, old_shape, "old"), _check_split(new_split, new_shape, "new")
+    return _check_split(old_split, old_shape, "old"), _check_split(new_split, new_shape, "new")
+
+
+def _blocks(old_shape: tuple, new_shape: tuple, old_split: Any, new_split: Any) -> tuple[list, list]:
+    old_split, new_split = _splits(old_shape, new_shape, old_split, new_split)
     pairs = list(block_slices(old_split, new_split))
     return ([tuple((s.start, s.stop) for s in o) for o, _ in pairs],
             [tuple((s.start, s.stop) for s in n) for _, n in pairs])
