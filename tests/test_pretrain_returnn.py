@@ -90,6 +90,12 @@ ERROR_MESSAGES = {
     "output_layers_string": "output_layers='output' is a string: RETURNN iterates its characters",
     "copy_output_layer_one": "copy_output_layer is 1; RETURNN takes None, True, False, 0,",
     "reps_dict_final_and_same_index": "keys 2 and 'final' both set stage 2",
+    # the fresh trial (u29): an option RETURNN's Pretrain does not take names the one meant
+    "unknown_option": "unknown option 'repetitons'; did you mean 'repetitions'? (RETURNN's Pretrain fails on it",
+    "config_key_as_option": "pretrain_repetitions is RETURNN's config key for its Pretrain's repetitions; pass "
+                            "repetitions=",
+    "from_input_aux_in_input_layers": "RETURNN's from_input knows no input but 'data', whatever input_layers says "
+                                      "(it fails with KeyError: 'data:aux')",
 }
 
 

@@ -92,8 +92,9 @@ def _existing_inputs(orig: Net, new: Net, name: str, found: list[str], visited: 
                 found.append(src)
         elif src not in orig:
             raise GrowstageError(f"RETURNN's from_input cannot grow this network: layer {name!r} reads {src!r}, and "
-                                 "RETURNN's from_input knows no input but 'data' (it fails with KeyError: "
-                                 f"{src!r}); use layerwise(net, method='from_input') without compat")
+                                 "RETURNN's from_input knows no input but 'data', whatever input_layers says (it "
+                                 f"fails with KeyError: {src!r}); growstage's own from_input reads every input: "
+                                 "Schedule(build, stages=layerwise(net, method='from_input'))")
         elif src not in visited:
             visited.add(src)
             _existing_inputs(orig, new, src, found, visited)
@@ -229,10 +230,24 @@ def _stage(net: Net, epoch: int, mode: str, reset_outputs: bool, where: str) -> 
     return stage
 
 
+OPTIONS = ("construction_algo", "repetitions", "copy_param_mode", "copy_output_layer", "greedy", "output_layers",
+           "input_layers")
+
+
+def _unknown_option(key: str) -> str:
+    if key == "network_init_args":
+        return "returnn_pretrain: network_init_args is RETURNN's Theano-only option (its TF backend ignores it); leave it out"
+    if key.startswith("pretrain_") and key[len("pretrain_"):] in OPTIONS:
+        return (f"returnn_pretrain: {key} is RETURNN's config key for its Pretrain's {key[len('pretrain_'):]}; pass "
+                f"{key[len('pretrain_'):]}=...")
+    return (f"returnn_pretrain: unknown option {key!r}{did_you_mean(key, OPTIONS)} (RETURNN's Pretrain fails on it "
+            f"with a TypeError); it takes {', '.join(OPTIONS)}")
+
+
 def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callable[..., Any] = "from_output",
                      repetitions: Any = None, copy_param_mode: str | None = None, copy_output_layer: Any = None,
                      greedy: bool | None = None, output_layers: Sequence[str] = ("output",),
-                     input_layers: Sequence[str] = ("data",)) -> list[dict]:
+                     input_layers: Sequence[str] = ("data",), **unknown: Any) -> list[dict]:
     """RETURNN's ``Pretrain(net, **options)`` as the stages of a :class:`~growstage.Schedule`.
 
     Each stage is ``{"spec": net_dict, "repetitions": n, "mode": ..., ["modes": {...}],
@@ -241,8 +256,18 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
     reset when ``copy_output_layer`` is falsy, a layer's own ``custom_param_importer`` mode
     string otherwise.  A ``WrapEpochValue`` is resolved per epoch (epochs of a stage whose
     values differ become stages of their own).
-    Use: ``Schedule(build, stages=returnn_pretrain(net, repetitions=2))``.
+    Use: ``Schedule(build, stages=returnn_pretrain(net, repetitions=2))``.  An option RETURNN's
+    ``Pretrain`` does not take is an error (RETURNN: ``TypeError``), naming the one meant.
+
+    >>> net = {"h1": {"class": "linear", "n_out": 4, "from": "data"},
+    ...        "h2": {"class": "linear", "n_out": 4, "from": "h1"},
+    ...        "output": {"class": "softmax", "loss": "ce", "from": "h2"}}
+    >>> [(sorted(s["spec"]), s["repetitions"], s.get("modes")) for s in
+    ...  returnn_pretrain(net, repetitions=[1, 2], copy_output_layer=False)]
+    [(['h1', 'output'], 1, {'output': 'reset'}), (['h1', 'h2', 'output'], 2, {'output': 'reset'})]
     """
+    if unknown:
+        raise GrowstageError(_unknown_option(next(iter(unknown))))
     mode = _copy_mode(copy_param_mode, "copy_param_mode")
     reset_outputs = outputs_reset(copy_output_layer, copy_param_mode)
     if greedy:
