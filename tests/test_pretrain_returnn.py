@@ -33,6 +33,8 @@ def plain(net: dict) -> dict:
 
 def test_every_case_was_recorded():
     assert set(RETURNN["cases"]) == set(cases.CASES) and set(RETURNN["errors"]) == set(cases.ERROR_CASES)
+    with_config = {name for name, rec in RETURNN["cases"].items() if '"#config"' in json.dumps(rec)}
+    assert set(RETURNN["learning_rates"]) == with_config and "custom_lr_from_second" in with_config
 
 
 @pytest.mark.parametrize("name", sorted(cases.CASES))
@@ -57,7 +59,9 @@ def test_epoch_map_and_stage_options_equal_returnn(name):
         assert stage.spec == plain(want) or plain(stage.spec) == plain(want), (epoch, stage.index)
         # RETURNN: net_desc.get("#copy_param_mode", pretrain.copy_param_mode); None copies equal shapes
         assert stage.mode == (want.get("#copy_param_mode", rec["copy_param_mode"]) or "ifpossible")
-        assert stage.learning_rate == want.get("#config", {}).get("learning_rate")
+        # RETURNN's engine: the '#config' rate, carried on by its learning-rate control (recorded); None is its base
+        lr = RETURNN["learning_rates"][name][epoch] if name in RETURNN["learning_rates"] else cases.BASE_LR
+        assert (cases.BASE_LR if stage.learning_rate is None else stage.learning_rate) == lr, epoch
         # the engine drops the outputs' values when copy_output_layer resolved falsy (the transitions themselves:
         # tests/test_pretrain_returnn_engine.py); a layer's own custom_param_importer is its mode otherwise
         outputs = {k: "reset" for k, v in want.items() if not k.startswith("#") and not rec["copy_output_layer"]

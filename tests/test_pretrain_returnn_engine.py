@@ -119,13 +119,15 @@ def test_wrap_epoch_value_resolved_per_epoch(name):
     for epoch, (stage, want) in enumerate(zip(per_epoch(stages, n), rec["epoch_nets"])):
         assert plain(stage["spec"]) == {k: v for k, v in want.items() if not k.startswith("#")}, epoch
         assert stage["mode"] == (want.get("#copy_param_mode", rec["copy_param_mode"]) or "ifpossible"), epoch
-        assert stage.get("learning_rate") == want.get("#config", {}).get("learning_rate"), epoch
+        lrs = RETURNN["learning_rates"].get(name)  # the engine's, '#config' rates carried on; None: BASE_LR
+        assert stage.get("learning_rate", cases.BASE_LR) == (lrs[epoch] if lrs else cases.BASE_LR), epoch
     if name == "wrapped_values":  # a value RETURNN leaves unresolved: a Schedule refuses it, naming it
         with pytest.raises(GrowstageError, match=r"layer 'h1' option 'not_searched'\[0\]\['deep'\] is a WrapEpochValue"):
             Schedule(lambda s: None, stages=stages).stage(0)
     else:
         sched = Schedule(lambda s: None, stages=stages)
-        assert [sched.stage_for_epoch(e).learning_rate for e in range(5)] == [0.5, 0.25, 1 / 6, 0.125, None]
+        assert [sched.stage_for_epoch(e).learning_rate for e in range(6)] == RETURNN["learning_rates"][name][:6] == [
+            0.5, 0.25, 1 / 6, 0.125, 0.125, 0.125]  # the last rate carries on into the full network, as in RETURNN
 
 
 def test_wrap_epoch_value_class_and_refusals():

@@ -237,6 +237,10 @@ OPTIONS = ("construction_algo", "repetitions", "copy_param_mode", "copy_output_l
 def _unknown_option(key: str) -> str:
     if key == "network_init_args":
         return "returnn_pretrain: network_init_args is RETURNN's Theano-only option (its TF backend ignores it); leave it out"
+    if key == "pretrain_learning_rate":
+        return ("returnn_pretrain: pretrain_learning_rate is RETURNN's config key for one rate in the pretrain epochs "
+                "(up to the end of the final network's repetitions); set the stages' 'learning_rate' yourself: "
+                "for s in stages[:-1]: s['learning_rate'] = lr")
     if key.startswith("pretrain_") and key[len("pretrain_"):] in OPTIONS:
         return (f"returnn_pretrain: {key} is RETURNN's config key for its Pretrain's {key[len('pretrain_'):]}; pass "
                 f"{key[len('pretrain_'):]}=...")
@@ -255,7 +259,8 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
     ``modes`` is what RETURNN's engine does per layer: output layers (its ``is_output_layer()``)
     reset when ``copy_output_layer`` is falsy, a layer's own ``custom_param_importer`` mode
     string otherwise.  A ``WrapEpochValue`` is resolved per epoch (epochs of a stage whose
-    values differ become stages of their own).
+    values differ become stages of their own).  A ``#config`` learning rate carries on into the
+    later stages that set none, the full network included, as RETURNN's learning-rate control does.
     Use: ``Schedule(build, stages=returnn_pretrain(net, repetitions=2))``.  An option RETURNN's
     ``Pretrain`` does not take is an error (RETURNN: ``TypeError``), naming the one meant.
 
@@ -282,12 +287,17 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
         raise GrowstageError("repetitions give the final network 0 epochs: RETURNN would then train an earlier "
                              "stage's network for good and never the full one; give the final stage at least 1")
     stages: list[dict] = []
-    epoch = 0
+    epoch, lr = 0, None
     for i, (n, r) in enumerate(zip(nets, reps)):
         first = len(stages)
         for _ in range(r):
             epoch += 1
             stage = _stage(n, epoch, mode, reset_outputs, f"stage {i}")
+            # RETURNN's learning-rate control gives an epoch without a '#config' rate the last epoch's
+            if "learning_rate" in stage:
+                lr = stage["learning_rate"]
+            elif lr is not None:
+                stage["learning_rate"] = lr
             if len(stages) > first and stages[-1] == {**stage, "repetitions": stages[-1]["repetitions"]}:
                 stages[-1]["repetitions"] += 1
             else:
