@@ -79,6 +79,9 @@ def test_transitions_copy_what_returnns_engine_copies(name):
             assert np.array_equal(g.ravel()[kept], init[layer][KERAS_NAMES[param]].ravel()[kept]), key
             seen.add(f"{layer}/{KERAS_NAMES[param]}")
         assert seen == {f"{layer}/{p}" for layer in got for p in got[layer]}  # every param compared
+        # RETURNN's engine drops the layers the new network lacks: the stage ignores them, the report lists them
+        unused = {r.source.split("/")[0] for r in report.rows if r.action == "unused"}
+        assert unused == set(marks) - set(got) and (not unused or stage.options["ignore_unused"])
         modes = {r.layer: r.mode for r in report.rows if r.layer in rec["modes"] and r.action != "unused"}
         assert modes == {k: "reset" if m == "dropped" else m for k, m in rec["modes"].items()}
 
@@ -221,6 +224,8 @@ def test_trial_findings_hash_keys_and_schedule_repetitions():
         returnn_pretrain(net, construction_algo=cases.with_hash("#finish_all_data", True))
     with pytest.raises(GrowstageError, match="'#trainable' is 1; RETURNN tests it for truth"):
         returnn_pretrain(net, construction_algo=cases.with_hash("#trainable", 1))
+    dropping = returnn_pretrain(*cases.CASES["t_stage_drops_layers"][:1], **cases.CASES["t_stage_drops_layers"][1])
+    assert [s.get("ignore_unused") for s in dropping] == [None, True]  # h3 and aux: RETURNN drops them
     stages = returnn_pretrain(net, repetitions=2)
     with pytest.raises(GrowstageError, match=r"repetitions=3 is given but every stage carries its own"):
         Schedule(lambda s: None, stages=stages, repetitions=3)

@@ -261,6 +261,8 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
     string otherwise.  A ``WrapEpochValue`` is resolved per epoch (epochs of a stage whose
     values differ become stages of their own).  A ``#config`` learning rate carries on into the
     later stages that set none, the full network included, as RETURNN's learning-rate control does.
+    A stage whose network lacks a layer of the one before has ``ignore_unused=True``: RETURNN's
+    engine drops that layer's params (the transition's report lists them as unused).
     Use: ``Schedule(build, stages=returnn_pretrain(net, repetitions=2))``.  An option RETURNN's
     ``Pretrain`` does not take is an error (RETURNN: ``TypeError``), naming the one meant.
 
@@ -302,4 +304,7 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
                 stages[-1]["repetitions"] += 1
             else:
                 stages.append(stage)
+    for prev, stage in zip(stages, stages[1:]):
+        if set(layer_names(prev["spec"])) - set(layer_names(stage["spec"])):
+            stage["ignore_unused"] = True  # RETURNN drops a layer the next network lacks; the report lists it
     return stages
