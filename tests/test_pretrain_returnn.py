@@ -78,7 +78,8 @@ ERROR_MESSAGES = {
     "two_outputs_both_peeled": "output 'output2' reads 'lstm2_bw', which step 1 already removed",
     "second_output_left_dangling": "leaves layer 'output2' of stage 0 reading 'lstm2_fw'",
     "reps_list_too_long": "repetitions lists 4 values but the construction made 2 stages",
-    "reps_dict_index_out_of_range": "key 7 names no stage",
+    "reps_dict_index_out_of_range": "key 7 names no stage; the construction made 2 stages (0..1, or 'final'; RETURNN "
+                                    "fails with an IndexError)",
     "bad_copy_param_mode": "copy_param_mode is 'sbuset'; did you mean 'subset'",
     "bad_algo": "construction_algo 'from_middle'",
     "bad_copy_output_layer": "copy_output_layer is 'exact'",
@@ -160,7 +161,8 @@ def test_repetitions_like_returnn_and_refusals():
     assert pretrain_repetitions(0, 3) == pretrain_repetitions(None, 3) == [1, 1, 1]  # RETURNN: falsy -> 1
     assert pretrain_repetitions({"default": 2, "final": 5, 1: 0}, 3) == [2, 0, 5]  # RETURNN: TypeError
     for reps, msg in [([1, 2, 3, 4], "4 values but the construction made 3"), ({3: 1}, "names no stage"),
-                      ({"fianl": 2}, "did you mean 'final'"), (-1, "int >= 0"), ([1, "2"], r"repetitions\[1\]"),
+                      ({"fianl": 2}, "did you mean 'final'"),
+                      (-1, r"int >= 0 \(the epochs of that stage\) \(RETURNN reads a negative count as 0 epochs\)"), ([1, "2"], r"repetitions\[1\]"),
                       ({-1: 2, "final": 3}, "both set stage 2"), (True, "give an int")]:
         with pytest.raises(GrowstageError, match=msg):
             pretrain_repetitions(reps, 3)

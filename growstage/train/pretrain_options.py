@@ -50,7 +50,9 @@ def _check_trainable(value: Any, where: str) -> None:
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise GrowstageError(f"{where} is {value!r}; expected an int >= 0 (the epochs of that stage)")
+        negative = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+        also = " (RETURNN reads a negative count as 0 epochs)" if negative else ""
+        raise GrowstageError(f"{where} is {value!r}; expected an int >= 0 (the epochs of that stage){also}")
     return int(value)
 
 
@@ -113,7 +115,7 @@ def pretrain_repetitions(repetitions: Any, n: int) -> list[int]:
                                      "use 'default', 'final' or a stage index")
             if not -n <= i < n:
                 raise GrowstageError(f"repetitions: key {key!r} names no stage; the construction made {n} stages "
-                                     f"(0..{n - 1}, or 'final')")
+                                     f"(0..{n - 1}, or 'final'; RETURNN fails with an IndexError)")
             if i % n in seen:
                 raise GrowstageError(f"repetitions: keys {seen[i % n]!r} and {key!r} both set stage {i % n} (RETURNN "
                                      "takes the one last in sorted order, and fails when 'final' meets an int); "
