@@ -96,6 +96,8 @@ ERROR_MESSAGES = {
     "copy_output_layer_one": "copy_output_layer is 1; RETURNN takes None, True, False, 0,",
     "reps_dict_final_and_same_index": "keys 2 and 'final' both set stage 2",
     # the fresh trial (u29): an option RETURNN's Pretrain does not take names the one meant
+    "input_layers_typo": "input_layers names 'dta', neither 'data', 'data:<key>' nor a layer; did you mean 'data'?: it "
+                         "matches no source (RETURNN's from_output fails with an AssertionError)",
     "unknown_option": "unknown option 'repetitons'; did you mean 'repetitions'? (RETURNN's Pretrain fails on it",
     "config_key_as_option": "pretrain_repetitions is RETURNN's config key for its Pretrain's repetitions; pass "
                             "repetitions=",

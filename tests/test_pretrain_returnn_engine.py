@@ -176,6 +176,10 @@ REFUSED_MESSAGES = {  # what growstage says, and what RETURNN did (recorded) tha
                         lambda r: r["stages"][0]["#trainable"] is False and "#trainable" not in r["stages"][1]),
     "unread_hash_key": ("unknown network option '#info'; did you mean '#config'? RETURNN ignores a '#' key its engine "
                         "does not read", lambda r: r["stages"][0]["#info"] == {"layers": 1}),
+    "output_layers_typo_from_input": ("output layer 'outptu' is not in the network; did you mean 'output'? (RETURNN's "
+                                      "from_input ignores it)", lambda r: r["num_epochs"] == 3),
+    "output_layers_typo_custom": ("output layer 'outptu' is not in the network; did you mean 'output'? (RETURNN's "
+                                  "construction function ignores it)", lambda r: r["num_epochs"] == 2),
     "reps_negative": ("repetitions[1] is -1; expected an int >= 0 (the epochs of that stage) (RETURNN reads a negative "
                       "count as 0 epochs)", lambda r: r["num_epochs"] == 3 and r["epoch_stage"][:3] == [0, 2, 2]),
     "reps_final_zero": ("repetitions give the final network 0 epochs: RETURNN would then train an earlier stage's "

@@ -163,6 +163,24 @@ def _names(value: Any, option: str) -> list[str]:
     return as_names(value, option)
 
 
+def _check_names(net: Mapping[str, Any], outputs: list[str], inputs: list[str], algo: Any) -> None:
+    """Every output_layers name a layer, every input_layers name 'data', 'data:<key>' or a layer: RETURNN's
+    from_output fails on a name that matches nothing, its other construction_algos ignore it."""
+    if not isinstance(net, Mapping):
+        return  # normalise() says what is wrong with it
+    layers = [k for k in net if isinstance(k, str) and not k.startswith("#")]
+    returnn = ("RETURNN's from_output fails with an AssertionError" if algo == "from_output" else
+               "RETURNN's construction function ignores it" if callable(algo) else f"RETURNN's {algo} ignores it")
+    for out in outputs:
+        if out not in layers:
+            raise GrowstageError(f"output layer {out!r} is not in the network{did_you_mean(out, layers)} ({returnn}); "
+                                 "pass output_layers=[...] naming its output layers")
+    for name in inputs:
+        if not (name == "data" or name.startswith("data:") or name in layers):
+            raise GrowstageError(f"input_layers names {name!r}, neither 'data', 'data:<key>' nor a layer"
+                                 f"{did_you_mean(name, ['data'] + layers)}: it matches no source ({returnn})")
+
+
 def _check_classes(nets: list[Net]) -> None:
     for i, stage in enumerate(nets):
         for name in layer_names(stage):
@@ -183,16 +201,13 @@ def returnn_stage_nets(net: Mapping[str, Any], construction_algo: str | Callable
     [['h', 'output']]
     """
     outputs, inputs = _names(output_layers, "output_layers"), _names(input_layers, "input_layers")
+    _check_names(net, outputs, inputs, construction_algo)
     if callable(construction_algo):
         stages = custom_stage_nets(net, construction_algo, inputs)  # RETURNN trusts the function: no merging
         _check_classes(stages)
         return stages
     orig = normalise(net, inputs)
     layers = {k: v for k, v in orig.items() if not k.startswith("#")}
-    for out in outputs if construction_algo == "from_output" else ():
-        if out not in layers:
-            raise GrowstageError(f"output layer {out!r} is not in the network{did_you_mean(out, layers)} "
-                                 "(pass output_layers=[...])")
     _check_classes([layers])
     if construction_algo == "from_output":
         stages = _from_output(layers, outputs, inputs)
