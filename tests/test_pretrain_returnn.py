@@ -98,6 +98,8 @@ ERROR_MESSAGES = {
     # the fresh trial (u29): an option RETURNN's Pretrain does not take names the one meant
     "input_layers_typo": "input_layers names 'dta', neither 'data', 'data:<key>' nor a layer; did you mean 'data'?: it "
                          "matches no source (RETURNN's from_output fails with an AssertionError)",
+    "wrapped_repetition": "stage 0: '#repetition' is a WrapEpochValue: RETURNN takes '#repetition' out before it "
+                          "resolves WrapEpochValues, and fails with a TypeError",
     "unknown_option": "unknown option 'repetitons'; did you mean 'repetitions'? (RETURNN's Pretrain fails on it",
     "config_key_as_option": "pretrain_repetitions is RETURNN's config key for its Pretrain's repetitions; pass "
                             "repetitions=",

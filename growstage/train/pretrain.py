@@ -29,7 +29,7 @@ import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 from growstage.core.errors import GrowstageError, did_you_mean
-from growstage.train.epoch_values import resolve_epoch_values, wrapped_at
+from growstage.train.epoch_values import is_wrapped, resolve_epoch_values, wrapped_at
 from growstage.train.pretrain_options import (COPY_PARAM_MODES, NET_OPTIONS, _copy_mode, _count,  # noqa: F401
                                               layer_modes, outputs_reset, pretrain_repetitions, split_net_options)
 from growstage.train.layerwise import (Net, as_names, is_input, is_output, layer_names, merge_untrainable,
@@ -263,6 +263,23 @@ def _unknown_option(key: str) -> str:
             f"with a TypeError); it takes {', '.join(OPTIONS)}")
 
 
+def _stage_repetitions(nets: list[Net], repetitions: Any) -> list[int]:
+    """The epochs of each construction stage: ``repetitions``, then each network's own ``#repetition``
+    (taken out of it, as RETURNN does before it resolves anything)."""
+    reps = pretrain_repetitions(repetitions, len(nets))
+    for i, n in enumerate(nets):
+        if "#repetition" in n:
+            value = n.pop("#repetition")
+            if is_wrapped(value):
+                raise GrowstageError(f"stage {i}: '#repetition' is a WrapEpochValue: RETURNN takes '#repetition' out "
+                                     "before it resolves WrapEpochValues, and fails with a TypeError; give an int")
+            reps[i] = _count(value, f"stage {i}: '#repetition'")
+    if reps[-1] == 0:
+        raise GrowstageError("repetitions give the final network 0 epochs: RETURNN would then train an earlier "
+                             "stage's network for good and never the full one; give the final stage at least 1")
+    return reps
+
+
 def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callable[..., Any] = "from_output",
                      repetitions: Any = None, copy_param_mode: str | None = None, copy_output_layer: Any = None,
                      greedy: bool | None = None, output_layers: Sequence[str] = ("output",),
@@ -296,13 +313,7 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
         raise GrowstageError("greedy=True: RETURNN's TF backend raises NotImplementedError for it after epoch 1; "
                              "freeze layers with a stage's frozen=[...] instead")
     nets = returnn_stage_nets(net, construction_algo, output_layers, input_layers)
-    reps = pretrain_repetitions(repetitions, len(nets))
-    for i, n in enumerate(nets):  # as RETURNN: '#repetition' is taken out before anything is resolved
-        if "#repetition" in n:
-            reps[i] = _count(n.pop("#repetition"), f"stage {i}: '#repetition'")
-    if reps[-1] == 0:
-        raise GrowstageError("repetitions give the final network 0 epochs: RETURNN would then train an earlier "
-                             "stage's network for good and never the full one; give the final stage at least 1")
+    reps = _stage_repetitions(nets, repetitions)
     stages: list[dict] = []
     epoch, lr = 0, None
     for i, (n, r) in enumerate(zip(nets, reps)):
