@@ -79,6 +79,9 @@ def test_transitions_copy_what_returnns_engine_copies(name):
             assert np.array_equal(g.ravel()[kept], init[layer][KERAS_NAMES[param]].ravel()[kept]), key
             seen.add(f"{layer}/{KERAS_NAMES[param]}")
         assert seen == {f"{layer}/{p}" for layer in got for p in got[layer]}  # every param compared
+        # RETURNN's engine drops the layers the new network lacks: the stage ignores them, the report lists them
+        unused = {r.source.split("/")[0] for r in report.rows if r.action == "unused"}
+        assert unused == set(marks) - set(got) and (not unused or stage.options["ignore_unused"])
         modes = {r.layer: r.mode for r in report.rows if r.layer in rec["modes"] and r.action != "unused"}
         assert modes == {k: "reset" if m == "dropped" else m for k, m in rec["modes"].items()}
 
@@ -119,13 +122,15 @@ def test_wrap_epoch_value_resolved_per_epoch(name):
     for epoch, (stage, want) in enumerate(zip(per_epoch(stages, n), rec["epoch_nets"])):
         assert plain(stage["spec"]) == {k: v for k, v in want.items() if not k.startswith("#")}, epoch
         assert stage["mode"] == (want.get("#copy_param_mode", rec["copy_param_mode"]) or "ifpossible"), epoch
-        assert stage.get("learning_rate") == want.get("#config", {}).get("learning_rate"), epoch
+        lrs = RETURNN["learning_rates"].get(name)  # the engine's, '#config' rates carried on; None: BASE_LR
+        assert stage.get("learning_rate", cases.BASE_LR) == (lrs[epoch] if lrs else cases.BASE_LR), epoch
     if name == "wrapped_values":  # a value RETURNN leaves unresolved: a Schedule refuses it, naming it
         with pytest.raises(GrowstageError, match=r"layer 'h1' option 'not_searched'\[0\]\['deep'\] is a WrapEpochValue"):
             Schedule(lambda s: None, stages=stages).stage(0)
     else:
         sched = Schedule(lambda s: None, stages=stages)
-        assert [sched.stage_for_epoch(e).learning_rate for e in range(5)] == [0.5, 0.25, 1 / 6, 0.125, None]
+        assert [sched.stage_for_epoch(e).learning_rate for e in range(6)] == RETURNN["learning_rates"][name][:6] == [
+            0.5, 0.25, 1 / 6, 0.125, 0.125, 0.125]  # the last rate carries on into the full network, as in RETURNN
 
 
 def test_wrap_epoch_value_class_and_refusals():
@@ -162,6 +167,23 @@ REFUSED_MESSAGES = {  # what growstage says, and what RETURNN did (recorded) tha
     "input_layers_string": ("input_layers='data' is a string", lambda r: r["num_epochs"] == 3),
     "copy_output_layer_empty_string": ("RETURNN, testing it for falsiness, would reset the output layers",
                                        lambda r: r["copy_output_layer"] == ""),
+    # the fresh trial (u29): RETURNN's stage carries what growstage cannot do; the message says what RETURNN does
+    "importer_function": ("layer 'h1': custom_param_importer is a function; RETURNN calls it as f(layer=",
+                          lambda r: r["stages"][0]["h1"]["custom_param_importer"] == "<function own_importer_function>"),
+    "config_batch_size": ("'#config' sets 'batch_size': RETURNN would set that config key for this stage's epochs",
+                          lambda r: r["stages"][0]["#config"] == {"batch_size": 5000} and r["num_epochs"] == 2),
+    "trainable_false": ("'#trainable' is False: RETURNN would run this stage's epochs without updating any param",
+                        lambda r: r["stages"][0]["#trainable"] is False and "#trainable" not in r["stages"][1]),
+    "unread_hash_key": ("unknown network option '#info'; did you mean '#config'? RETURNN ignores a '#' key its engine "
+                        "does not read", lambda r: r["stages"][0]["#info"] == {"layers": 1}),
+    "output_layers_typo_from_input": ("output layer 'outptu' is not in the network; did you mean 'output'? (RETURNN's "
+                                      "from_input ignores it)", lambda r: r["num_epochs"] == 3),
+    "output_layers_typo_custom": ("output layer 'outptu' is not in the network; did you mean 'output'? (RETURNN's "
+                                  "construction function ignores it)", lambda r: r["num_epochs"] == 2),
+    "reps_negative": ("repetitions[1] is -1; expected an int >= 0 (the epochs of that stage) (RETURNN reads a negative "
+                      "count as 0 epochs)", lambda r: r["num_epochs"] == 3 and r["epoch_stage"][:3] == [0, 2, 2]),
+    "reps_final_zero": ("repetitions give the final network 0 epochs: RETURNN would then train an earlier stage's "
+                        "network for good", lambda r: r["epoch_stage"] == [0, 1, 1, 1]),
 }
 
 
@@ -179,7 +201,12 @@ def test_accepted_where_returnn_fails():
     for name, (net, kw) in cases.ACCEPTED.items():
         assert RETURNN["accepted"][name]  # RETURNN's exception
         stages = returnn_pretrain(copy.deepcopy(net), **kw)
-        assert stages[-1]["spec"] == layerwise(net, compat="returnn")[-1]
+        full = layerwise(net, method=kw.get("construction_algo", "from_output"), compat="returnn")[-1]
+        assert stages[-1]["spec"] == {k: v for k, v in full.items() if not k.startswith("#")}
+    for algo in ("from_output", "from_input"):  # the original network's '#' keys are the full network's options
+        stages = returnn_pretrain(cases.with_hash_keys(), construction_algo=algo)
+        assert [(s["mode"], s["repetitions"], s.get("learning_rate")) for s in stages[-1:]] == [("ifpossible", 3, 0.5)]
+        assert all(s.get("learning_rate") is None and s["repetitions"] == 1 for s in stages[:-1])
     assert [s["repetitions"] for s in returnn_pretrain(cases.blstm(3), repetitions=(1, 2))] == [1, 2, 2]
     assert [s["repetitions"] for s in returnn_pretrain(cases.blstm(3), repetitions={1: 3, "final": 2})] == [1, 3, 2]
 
@@ -192,3 +219,24 @@ def test_readme_network_is_one_returnn_builds():
     model = gr.build_model(stages[-1]["spec"], {"data": {"dim": 3}, "classes": {"dim": 4, "sparse": True}})
     names = sorted(k.replace("/rec/", "/") for k in gr.to_returnn(model, net_dict=stages[-1]["spec"]))
     assert names == sorted(built[-1])  # the same params, in RETURNN's names
+
+
+def test_trial_findings_hash_keys_and_schedule_repetitions():
+    """The fresh trial (u29): '#trainable': True is RETURNN's default; a '#' key RETURNN's engine reads only with
+    Horovod is named; a Schedule's repetitions that every stage overrides is an error, one some override a note."""
+    rec = RETURNN["cases"]["custom_trainable_true"]
+    net, kw = cases.CASES["custom_trainable_true"]
+    assert rec["stages"][0]["#trainable"] is True and [s["spec"] for s in returnn_pretrain(net, **kw)] == [
+        plain({k: v for k, v in st.items() if not k.startswith("#")}) for st in rec["stages"]]
+    with pytest.raises(GrowstageError, match="'#finish_all_data': RETURNN reads it only with Horovod"):
+        returnn_pretrain(net, construction_algo=cases.with_hash("#finish_all_data", True))
+    with pytest.raises(GrowstageError, match="'#trainable' is 1; RETURNN tests it for truth"):
+        returnn_pretrain(net, construction_algo=cases.with_hash("#trainable", 1))
+    dropping = returnn_pretrain(*cases.CASES["t_stage_drops_layers"][:1], **cases.CASES["t_stage_drops_layers"][1])
+    assert [s.get("ignore_unused") for s in dropping] == [None, True]  # h3 and aux: RETURNN drops them
+    stages = returnn_pretrain(net, repetitions=2)
+    with pytest.raises(GrowstageError, match=r"repetitions=3 is given but every stage carries its own"):
+        Schedule(lambda s: None, stages=stages, repetitions=3)
+    sched = Schedule(lambda s: None, stages=[stages[0], stages[1]["spec"]], repetitions=[3, 1])
+    assert sched.stage(0).notes == ["stage 0: its own repetitions 2 override the schedule's repetitions=[3, 1]"]
+    assert [sched.stage_for_epoch(e).index for e in range(4)] == [0, 0, 1, 1] and sched.stage(1).notes == []

@@ -229,7 +229,7 @@ def layerwise(net: Mapping[str, Any], *, method: str | Callable[..., Any] = "fro
     nothing; ``net`` is appended as the last stage.  ``output``: the output layer(s) whose
     sources are peeled (RETURNN's ``output_layers``); every output layer stays in every stage.
     ``input``: the input name(s).  ``start``: drop first stages with fewer hidden layers.
-    ``compat="returnn"``: RETURNN's ``Pretrain`` exactly (no ``start``).
+    ``compat="returnn"``: RETURNN's ``Pretrain`` exactly (no ``start``).  Examples: the module's docstring.
     """
     outputs, inputs = as_names(output, "output"), as_names(input, "input")
     if not isinstance(start, int) or isinstance(start, bool) or start < 1:

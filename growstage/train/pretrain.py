@@ -29,7 +29,7 @@ import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 from growstage.core.errors import GrowstageError, did_you_mean
-from growstage.train.epoch_values import resolve_epoch_values, wrapped_at
+from growstage.train.epoch_values import is_wrapped, resolve_epoch_values, wrapped_at
 from growstage.train.pretrain_options import (COPY_PARAM_MODES, NET_OPTIONS, _copy_mode, _count,  # noqa: F401
                                               layer_modes, outputs_reset, pretrain_repetitions, split_net_options)
 from growstage.train.layerwise import (Net, as_names, is_input, is_output, layer_names, merge_untrainable,
@@ -92,8 +92,9 @@ def _existing_inputs(orig: Net, new: Net, name: str, found: list[str], visited: 
                 found.append(src)
         elif src not in orig:
             raise GrowstageError(f"RETURNN's from_input cannot grow this network: layer {name!r} reads {src!r}, and "
-                                 "RETURNN's from_input knows no input but 'data' (it fails with KeyError: "
-                                 f"{src!r}); use layerwise(net, method='from_input') without compat")
+                                 "RETURNN's from_input knows no input but 'data', whatever input_layers says (it "
+                                 f"fails with KeyError: {src!r}); growstage's own from_input reads every input: "
+                                 "Schedule(build, stages=layerwise(net, method='from_input'))")
         elif src not in visited:
             visited.add(src)
             _existing_inputs(orig, new, src, found, visited)
@@ -162,6 +163,24 @@ def _names(value: Any, option: str) -> list[str]:
     return as_names(value, option)
 
 
+def _check_names(net: Mapping[str, Any], outputs: list[str], inputs: list[str], algo: Any) -> None:
+    """Every output_layers name a layer, every input_layers name 'data', 'data:<key>' or a layer: RETURNN's
+    from_output fails on a name that matches nothing, its other construction_algos ignore it."""
+    if not isinstance(net, Mapping):
+        return  # normalise() says what is wrong with it
+    layers = [k for k in net if isinstance(k, str) and not k.startswith("#")]
+    returnn = ("RETURNN's from_output fails with an AssertionError" if algo == "from_output" else
+               "RETURNN's construction function ignores it" if callable(algo) else f"RETURNN's {algo} ignores it")
+    for out in outputs:
+        if out not in layers:
+            raise GrowstageError(f"output layer {out!r} is not in the network{did_you_mean(out, layers)} ({returnn}); "
+                                 "pass output_layers=[...] naming its output layers")
+    for name in inputs:
+        if not (name == "data" or name.startswith("data:") or name in layers):
+            raise GrowstageError(f"input_layers names {name!r}, neither 'data', 'data:<key>' nor a layer"
+                                 f"{did_you_mean(name, ['data'] + layers)}: it matches no source ({returnn})")
+
+
 def _check_classes(nets: list[Net]) -> None:
     for i, stage in enumerate(nets):
         for name in layer_names(stage):
@@ -182,16 +201,13 @@ def returnn_stage_nets(net: Mapping[str, Any], construction_algo: str | Callable
     [['h', 'output']]
     """
     outputs, inputs = _names(output_layers, "output_layers"), _names(input_layers, "input_layers")
+    _check_names(net, outputs, inputs, construction_algo)
     if callable(construction_algo):
         stages = custom_stage_nets(net, construction_algo, inputs)  # RETURNN trusts the function: no merging
         _check_classes(stages)
         return stages
     orig = normalise(net, inputs)
     layers = {k: v for k, v in orig.items() if not k.startswith("#")}
-    for out in outputs if construction_algo == "from_output" else ():
-        if out not in layers:
-            raise GrowstageError(f"output layer {out!r} is not in the network{did_you_mean(out, layers)} "
-                                 "(pass output_layers=[...])")
     _check_classes([layers])
     if construction_algo == "from_output":
         stages = _from_output(layers, outputs, inputs)
@@ -229,10 +245,45 @@ def _stage(net: Net, epoch: int, mode: str, reset_outputs: bool, where: str) -> 
     return stage
 
 
+OPTIONS = ("construction_algo", "repetitions", "copy_param_mode", "copy_output_layer", "greedy", "output_layers",
+           "input_layers")
+
+
+def _unknown_option(key: str) -> str:
+    if key == "network_init_args":
+        return "returnn_pretrain: network_init_args is RETURNN's Theano-only option (its TF backend ignores it); leave it out"
+    if key == "pretrain_learning_rate":
+        return ("returnn_pretrain: pretrain_learning_rate is RETURNN's config key for one rate in the pretrain epochs "
+                "(up to the end of the final network's repetitions); set the stages' 'learning_rate' yourself: "
+                "for s in stages[:-1]: s['learning_rate'] = lr")
+    if key.startswith("pretrain_") and key[len("pretrain_"):] in OPTIONS:
+        return (f"returnn_pretrain: {key} is RETURNN's config key for its Pretrain's {key[len('pretrain_'):]}; pass "
+                f"{key[len('pretrain_'):]}=...")
+    return (f"returnn_pretrain: unknown option {key!r}{did_you_mean(key, OPTIONS)} (RETURNN's Pretrain fails on it "
+            f"with a TypeError); it takes {', '.join(OPTIONS)}")
+
+
+def _stage_repetitions(nets: list[Net], repetitions: Any) -> list[int]:
+    """The epochs of each construction stage: ``repetitions``, then each network's own ``#repetition``
+    (taken out of it, as RETURNN does before it resolves anything)."""
+    reps = pretrain_repetitions(repetitions, len(nets))
+    for i, n in enumerate(nets):
+        if "#repetition" in n:
+            value = n.pop("#repetition")
+            if is_wrapped(value):
+                raise GrowstageError(f"stage {i}: '#repetition' is a WrapEpochValue: RETURNN takes '#repetition' out "
+                                     "before it resolves WrapEpochValues, and fails with a TypeError; give an int")
+            reps[i] = _count(value, f"stage {i}: '#repetition'")
+    if reps[-1] == 0:
+        raise GrowstageError("repetitions give the final network 0 epochs: RETURNN would then train an earlier "
+                             "stage's network for good and never the full one; give the final stage at least 1")
+    return reps
+
+
 def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callable[..., Any] = "from_output",
                      repetitions: Any = None, copy_param_mode: str | None = None, copy_output_layer: Any = None,
                      greedy: bool | None = None, output_layers: Sequence[str] = ("output",),
-                     input_layers: Sequence[str] = ("data",)) -> list[dict]:
+                     input_layers: Sequence[str] = ("data",), **unknown: Any) -> list[dict]:
     """RETURNN's ``Pretrain(net, **options)`` as the stages of a :class:`~growstage.Schedule`.
 
     Each stage is ``{"spec": net_dict, "repetitions": n, "mode": ..., ["modes": {...}],
@@ -240,31 +291,46 @@ def returnn_pretrain(net: Mapping[str, Any], *, construction_algo: str | Callabl
     ``modes`` is what RETURNN's engine does per layer: output layers (its ``is_output_layer()``)
     reset when ``copy_output_layer`` is falsy, a layer's own ``custom_param_importer`` mode
     string otherwise.  A ``WrapEpochValue`` is resolved per epoch (epochs of a stage whose
-    values differ become stages of their own).
-    Use: ``Schedule(build, stages=returnn_pretrain(net, repetitions=2))``.
+    values differ become stages of their own).  A ``#config`` learning rate carries on into the
+    later stages that set none, the full network included, as RETURNN's learning-rate control does.
+    A stage whose network lacks a layer of the one before has ``ignore_unused=True``: RETURNN's
+    engine drops that layer's params (the transition's report lists them as unused).
+    Use: ``Schedule(build, stages=returnn_pretrain(net, repetitions=2))``.  An option RETURNN's
+    ``Pretrain`` does not take is an error (RETURNN: ``TypeError``), naming the one meant.
+
+    >>> net = {"h1": {"class": "linear", "n_out": 4, "from": "data"},
+    ...        "h2": {"class": "linear", "n_out": 4, "from": "h1"},
+    ...        "output": {"class": "softmax", "loss": "ce", "from": "h2"}}
+    >>> [(sorted(s["spec"]), s["repetitions"], s.get("modes")) for s in
+    ...  returnn_pretrain(net, repetitions=[1, 2], copy_output_layer=False)]
+    [(['h1', 'output'], 1, {'output': 'reset'}), (['h1', 'h2', 'output'], 2, {'output': 'reset'})]
     """
+    if unknown:
+        raise GrowstageError(_unknown_option(next(iter(unknown))))
     mode = _copy_mode(copy_param_mode, "copy_param_mode")
     reset_outputs = outputs_reset(copy_output_layer, copy_param_mode)
     if greedy:
         raise GrowstageError("greedy=True: RETURNN's TF backend raises NotImplementedError for it after epoch 1; "
                              "freeze layers with a stage's frozen=[...] instead")
     nets = returnn_stage_nets(net, construction_algo, output_layers, input_layers)
-    reps = pretrain_repetitions(repetitions, len(nets))
-    for i, n in enumerate(nets):  # as RETURNN: '#repetition' is taken out before anything is resolved
-        if "#repetition" in n:
-            reps[i] = _count(n.pop("#repetition"), f"stage {i}: '#repetition'")
-    if reps[-1] == 0:
-        raise GrowstageError("repetitions give the final network 0 epochs: RETURNN would then train an earlier "
-                             "stage's network for good and never the full one; give the final stage at least 1")
+    reps = _stage_repetitions(nets, repetitions)
     stages: list[dict] = []
-    epoch = 0
+    epoch, lr = 0, None
     for i, (n, r) in enumerate(zip(nets, reps)):
         first = len(stages)
         for _ in range(r):
             epoch += 1
             stage = _stage(n, epoch, mode, reset_outputs, f"stage {i}")
+            # RETURNN's learning-rate control gives an epoch without a '#config' rate the last epoch's
+            if "learning_rate" in stage:
+                lr = stage["learning_rate"]
+            elif lr is not None:
+                stage["learning_rate"] = lr
             if len(stages) > first and stages[-1] == {**stage, "repetitions": stages[-1]["repetitions"]}:
                 stages[-1]["repetitions"] += 1
             else:
                 stages.append(stage)
+    for prev, stage in zip(stages, stages[1:]):
+        if set(layer_names(prev["spec"])) - set(layer_names(stage["spec"])):
+            stage["ignore_unused"] = True  # RETURNN drops a layer the next network lacks; the report lists it
     return stages

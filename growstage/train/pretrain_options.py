@@ -30,9 +30,29 @@ def _copy_mode(value: Any, where: str) -> str:
     return value or "ifpossible"
 
 
+# the other '#' keys RETURNN's engine reads; any other '#' key is no layer, and RETURNN ignores it
+RETURNN_HASH_KEYS = {"#finish_all_data": "RETURNN reads it only with Horovod (every worker runs to the end of the "
+                                         "data); growstage's fit has no such option: leave it out"}
+_IGNORED = "RETURNN ignores a '#' key its engine does not read; growstage refuses it rather than skip it: leave it out"
+
+
+def _check_trainable(value: Any, where: str) -> None:
+    """RETURNN's ``#trainable``: False runs the stage's epochs without updating any param."""
+    if value is True:
+        return
+    if value is False:
+        raise GrowstageError(f"{where}: '#trainable' is False: RETURNN would run this stage's epochs without updating "
+                             "any param (a forward pass over the data); growstage trains every stage. Take the key out "
+                             "of the construction function (a stage's 'frozen': [...] keeps layers fixed)")
+    raise GrowstageError(f"{where}: '#trainable' is {value!r}; RETURNN tests it for truth (its default, True, "
+                         "trains); give True or False")
+
+
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise GrowstageError(f"{where} is {value!r}; expected an int >= 0 (the epochs of that stage)")
+        negative = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+        also = " (RETURNN reads a negative count as 0 epochs)" if negative else ""
+        raise GrowstageError(f"{where} is {value!r}; expected an int >= 0 (the epochs of that stage){also}")
     return int(value)
 
 
@@ -52,16 +72,22 @@ def split_net_options(net: Mapping[str, Any], where: str) -> tuple[Net, dict]:
                 raise GrowstageError(f"{where}: '#config' must be a dict such as {{'learning_rate': 0.01}}")
             other = [k for k in value if k != "learning_rate"]
             if other:
-                raise GrowstageError(f"{where}: '#config' sets {', '.join(map(repr, other))}: growstage honours only "
-                                     "'learning_rate' per stage (give batch sizes and the like to fit())")
+                frames = " (RETURNN's batch_size counts frames, fit()'s sequences)" if "batch_size" in other else ""
+                raise GrowstageError(f"{where}: '#config' sets {', '.join(map(repr, other))}: RETURNN would set that "
+                                     "config key for this stage's epochs and restore it after; growstage honours only "
+                                     f"'learning_rate' per stage. Leave it out and give fit() one value{frames}")
             if "learning_rate" in value:
                 lr = value["learning_rate"]
                 if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
                     raise GrowstageError(f"{where}: '#config' learning_rate is {lr!r}; expected a number > 0")
                 opts["learning_rate"] = float(lr)
+        elif key == "#trainable":
+            _check_trainable(value, where)  # True is RETURNN's default: nothing to do
         else:
-            raise GrowstageError(f"{where}: unknown network option {key!r}{did_you_mean(key, NET_OPTIONS)}; "
-                                 f"growstage honours {', '.join(NET_OPTIONS)}")
+            dym = did_you_mean(key, NET_OPTIONS)
+            raise GrowstageError(f"{where}: unknown network option {key!r}{dym + ' ' if dym else ': '}"
+                                 f"{RETURNN_HASH_KEYS.get(key, _IGNORED)}. growstage honours "
+                                 f"{', '.join(NET_OPTIONS)} and '#trainable': True")
     return {k: v for k, v in net.items() if not (isinstance(k, str) and k.startswith("#"))}, opts
 
 
@@ -89,7 +115,7 @@ def pretrain_repetitions(repetitions: Any, n: int) -> list[int]:
                                      "use 'default', 'final' or a stage index")
             if not -n <= i < n:
                 raise GrowstageError(f"repetitions: key {key!r} names no stage; the construction made {n} stages "
-                                     f"(0..{n - 1}, or 'final')")
+                                     f"(0..{n - 1}, or 'final'; RETURNN fails with an IndexError)")
             if i % n in seen:
                 raise GrowstageError(f"repetitions: keys {seen[i % n]!r} and {key!r} both set stage {i % n} (RETURNN "
                                      "takes the one last in sorted order, and fails when 'final' meets an int); "

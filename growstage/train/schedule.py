@@ -165,12 +165,13 @@ class Schedule:
     layer's mode (below ``modes`` the stage or schedule gives it; an unresolved ``WrapEpochValue``
     is refused: :func:`~growstage.returnn_pretrain` resolves it).  ``mode`` defaults to ``subset``; the stages of
     :func:`~growstage.returnn_pretrain` carry RETURNN's (``ifpossible``); a stage's
-    own ``mode`` or ``fill`` that overrides one given here is noted in the report
-    of the transition into that stage.
+    own ``mode``, ``fill`` or ``repetitions`` that overrides one given here is noted in the report
+    of the transition into that stage; ``repetitions`` given here when every stage carries its own
+    (as :func:`~growstage.returnn_pretrain`'s do) would do nothing, and is an error.
     """
 
     def __init__(self, build: Callable[[Stage], Any], stages: Sequence[Any] | None = None, *,
-                 stage_fn: Callable[[int, Any], Any] | None = None, repetitions: Repetitions = 1,
+                 stage_fn: Callable[[int, Any], Any] | None = None, repetitions: Repetitions | None = None,
                  mode: str | None = None, fill: Any = None, learning_rate: float | None = None,
                  frozen: Sequence[str] = (), max_stages: int = 10_000, **options: Any):
         if (stages is None) == (stage_fn is None):
@@ -181,6 +182,7 @@ class Schedule:
         self._items = list(stages) if stages is not None else None
         self._fn = stage_fn
         self._cache: list[Stage] = []
+        self._own_reps: set[int] = set()  # stages whose own repetitions replace the schedule's
         self._done = False
         self.repetitions = repetitions
         # given here and overridden by a stage's own value: the stage's transfer notes say so
@@ -211,6 +213,10 @@ class Schedule:
                 if isinstance(raw, Mapping) and "spec" in raw:
                     _check_stage_keys(raw, idx)
             self.stage(len(self._items) - 1)  # makes (and so checks) every listed stage
+            if self.repetitions is not None and len(self._own_reps) == len(self._items):
+                raise GrowstageError(f"Schedule: repetitions={self.repetitions!r} is given but every stage carries its "
+                                     "own (returnn_pretrain's stages always do), so it would be ignored; give "
+                                     "returnn_pretrain(net, repetitions=...) or leave it out")
 
     def _raw(self, idx: int) -> Any:
         if self._items is not None:
@@ -251,6 +257,11 @@ class Schedule:
         reps = opts.pop("repetitions", None)
         if reps is None:
             reps = repetitions_for(self.repetitions, idx, is_final)
+        elif self.repetitions is not None:
+            self._own_reps.add(idx)
+            if reps != repetitions_for(self.repetitions, idx, is_final):
+                notes.append(f"stage {idx}: its own repetitions {reps!r} override the schedule's "
+                             f"repetitions={self.repetitions!r}")
         opts["frozen"] = tuple(opts.get("frozen") or ())
         stage = Stage(idx, spec, reps, options={**self.options, **extra}, notes=notes, **opts)
         check_growth_options(stage.lr_at_growth, stage.warmup_steps, stage.optimizer_state, f"stage {idx}")
