@@ -224,9 +224,9 @@ def _plan_or_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-_SRC_HELP = ("a checkpoint in any format growstage reads: growstage .h5, Keras .weights.h5/.keras/.h5, "
-             ".npz, a TensorFlow checkpoint (directory or prefix), or a fit checkpoint directory "
-             "(its latest verified epoch-NNNN.h5)")
+_SRC_HELP = ("a checkpoint in any format growstage reads: growstage .h5 or sharded snapshot folder, Keras "
+             ".weights.h5/.keras/.h5, .npz, a TensorFlow checkpoint (directory or prefix), or a fit "
+             "checkpoint directory (its latest verified epoch-NNNN.h5 or epoch-NNNN/)")
 
 
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:

@@ -179,3 +179,14 @@ def test_a_writer_killed_mid_write_leaves_no_checkpoint_and_resume_cleans_up(tmp
     from growstage.io.checkpoint_dir import latest_checkpoint
 
     assert latest_checkpoint(tmp_path) is None and os.listdir(tmp_path) == []
+
+
+def test_transfer_optimizer_from_a_path_says_what_to_pass():
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="out")])
+    model.compile(optimizer="adam", loss="mse")
+    _, report = growstage.rebuild(lambda: model, {"out": {"kernel": np.ones((2, 3), "f4")}}, mode="subset",
+                                  ignore_missing=True)
+    with pytest.raises(growstage.GrowstageError, match="pass the old model .* not a str.*resume=True"):
+        growstage.transfer_optimizer("ckpt/epoch-0003", model, report)

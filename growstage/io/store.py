@@ -280,7 +280,10 @@ def _header(f: h5py.File, path: str) -> tuple[int, str, dict]:
 
 
 def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
-    """Open a growstage HDF5 snapshot; params are read lazily via ``Param.read()``.
+    """Open a growstage snapshot, an HDF5 file or a sharded folder; params are read lazily via ``Param.read()``.
+
+    A sharded folder (``save(..., sharded=True)``) is read through
+    :func:`growstage.io.sharded_store.load_sharded`: its index checked before any block is read.
 
     The returned snapshot holds the file open until ``close()`` (or use it as a
     context manager).  A format v2 file whose names, split info, roles or metadata
