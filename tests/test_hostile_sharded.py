@@ -190,3 +190,16 @@ def test_transfer_optimizer_from_a_path_says_what_to_pass():
                                   ignore_missing=True)
     with pytest.raises(growstage.GrowstageError, match="pass the old model .* not a str.*resume=True"):
         growstage.transfer_optimizer("ckpt/epoch-0003", model, report)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2(RENAME_EXCHANGE) is Linux's")
+def test_overwriting_a_snapshot_swaps_in_one_step_never_leaving_the_path_empty(tmp_path, monkeypatch):
+    path = _saved(tmp_path)
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: moved.append((str(a), str(b))) or real_replace(a, b))
+    monkeypatch.setattr("shutil.rmtree", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed right after the swap, before the old one is removed
+        save_sharded({"l": {"w": np.zeros(2, "f4")}}, path)
+    assert not [m for m in moved if m[0] == str(path)]  # the old folder was never moved away from the path
+    assert list(_read_all(path)) == ["l/w"]  # the new snapshot, complete

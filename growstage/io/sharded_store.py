@@ -183,13 +183,37 @@ def save_sharded(snapshot: Any, path: str | os.PathLike, *, meta: dict[str, Any]
     return path
 
 
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc without it
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # an old kernel, or a file system without it
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
 def _swap_in(tmp: str, path: Path, parent: str) -> None:
+    """Put the finished folder ``tmp`` at ``path``; an older snapshot there is swapped out in one step
+    where the system can (never a moment without a snapshot at ``path``), else moved aside first."""
     old = None
-    if path.exists():  # an older snapshot of the same name: moved aside, removed once the new one is in
-        old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-old-", dir=parent)
-        os.rmdir(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
+    if os.path.lexists(path) and _exchange(tmp, str(path)):
+        old = tmp  # now the older snapshot (or the link that pointed at one)
+    else:
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-old-", dir=parent)
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
     _fsync(parent)
     if old is not None and os.path.islink(old):  # the path was a link to a snapshot: the link goes, not its target
         os.unlink(old)
