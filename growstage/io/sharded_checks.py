@@ -69,15 +69,16 @@ def check_tiling(folder: str, label: str, shape: tuple[int, ...], bounds: list) 
     bad = volume != total or (total > 0 and cells > _CELLS_PER_BLOCK * len(bounds) + 64)
     if not bad and total > 0:
         count = np.zeros([len(c) - 1 for c in cuts], np.int64)
+        at = [{v: i for i, v in enumerate(c)} for c in cuts]  # dicts: a million blocks stay linear
         for b in bounds:
-            count[tuple(slice(c.index(lo), c.index(hi)) for (lo, hi), c in zip(b, cuts))] += 1
+            count[tuple(slice(p[lo], p[hi]) for (lo, hi), p in zip(b, at))] += 1
         bad = bool((count != 1).any())
     if bad:
         raise StoreError(folder, f"the blocks of {label} overlap or leave a hole in its shape {tuple(shape)}: "
                                  "damaged or edited index")
 
 
-def _check_block(folder: str, label: str, shape: tuple[int, ...], b: Any) -> list:
+def _check_block(folder: str, label: str, shape: tuple[int, ...], b: Any, files: set) -> list:
     ok = (isinstance(b, dict) and isinstance(b.get("key"), str) and _int(b.get("crc32")) and _int(b.get("nbytes"))
           and isinstance(b.get("raw"), bool) and isinstance(b.get("bounds"), list) and len(b["bounds"]) == len(shape)
           and all(isinstance(x, list) and len(x) == 2 and _int(x[0]) and _int(x[1]) and 0 <= x[0] <= x[1] <= d
@@ -86,14 +87,16 @@ def _check_block(folder: str, label: str, shape: tuple[int, ...], b: Any) -> lis
         raise StoreError(folder, f"a block of {label} is {json.dumps(b)[:200]}: not a block of its shape "
                                  f"{tuple(shape)} (file, key, bounds inside the shape, crc32, nbytes, raw): "
                                  "damaged or edited index")
-    regular_file(folder, b.get("file"), "shard file")
+    if not isinstance(b.get("file"), str) or b["file"] not in files:  # each file once, however many blocks
+        regular_file(folder, b.get("file"), "shard file")
+        files.add(b["file"])
     if not SHARD_NAME.match(b["file"]):
         raise StoreError(folder, f"index names the file {b['file']!r}: not a shard name (device-NNNNN or host "
                                  ".safetensors): damaged or edited index")
     return [tuple(x) for x in b["bounds"]]
 
 
-def check_entry(folder: str, e: Any, seen: set) -> None:
+def check_entry(folder: str, e: Any, seen: set, files: set) -> None:
     """Refuse an index entry whose fields, names, dtype, shape or blocks are not what the writer writes."""
     if not (isinstance(e, dict) and isinstance(e.get("layer"), str) and isinstance(e.get("param"), str)):
         raise StoreError(folder, f"index entry {json.dumps(e)[:120]} has no layer and param names: damaged or edited")
@@ -114,7 +117,7 @@ def check_entry(folder: str, e: Any, seen: set) -> None:
     check_split_roles(e.get("split"), e.get("roles"), len(shape), folder, label)
     if not isinstance(e.get("blocks"), list):
         raise StoreError(folder, f"param {label} has no list of blocks: damaged or edited index")
-    bounds = [_check_block(folder, label, tuple(shape), b) for b in e["blocks"]]
+    bounds = [_check_block(folder, label, tuple(shape), b, files) for b in e["blocks"]]
     check_tiling(folder, label, tuple(shape), bounds)
 
 

@@ -346,8 +346,9 @@ def load_sharded(path: str | os.PathLike) -> Snapshot:
     if not isinstance(meta, dict):
         raise StoreError(folder, f"its metadata is a {type(meta).__name__}, not a JSON object: damaged or edited")
     seen: set = set()
+    shard_files: set = set()
     for e in entries:  # before anything is read or allocated: a recomputed CRC proves nothing
-        check_entry(folder, e, seen)
+        check_entry(folder, e, seen, shard_files)
     files = _Files(folder)
     layers: dict[str, dict[str, Param]] = {}
     for e in entries:
