@@ -111,6 +111,10 @@ def test_links_fifos_and_folders_in_the_snapshot_are_refused_not_followed_nor_wa
     os.unlink(path / "index.json")
     with pytest.raises(StoreError, match="a folder without index.json"):
         growstage.load(path)
+    from growstage.io.readers import detect_format  # what transfer and the command line ask first
+
+    with pytest.raises(StoreError, match="shard files without its index.json"):  # not "HF without config"
+        detect_format(str(path))
 
 
 def test_intact_blocks_read_back_and_a_region_reads_only_its_blocks(tmp_path):
