@@ -207,3 +207,10 @@ def test_overwriting_a_snapshot_swaps_in_one_step_never_leaving_the_path_empty(t
         save_sharded({"l": {"w": np.zeros(2, "f4")}}, path)
     assert not [m for m in moved if m[0] == str(path)]  # the old folder was never moved away from the path
     assert list(_read_all(path)) == ["l/w"]  # the new snapshot, complete
+
+
+def test_inspect_calls_a_sharded_snapshot_a_folder(tmp_path, capsys):
+    from growstage.cli import main
+
+    assert main(["inspect", str(_saved(tmp_path))]) == 0
+    assert "growstage folder" in capsys.readouterr().out
