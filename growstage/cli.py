@@ -97,8 +97,8 @@ def _rich_inspect(info: dict[str, Any]) -> None:
     # names and paths come from files growstage did not write: never read them as markup
     rows = info["params"]
     stats = any("mean" in r for r in rows)
-    table = Table(title=escape(f"{info['format']} file {info['path']}"), caption=f"{len(rows)} tensors, "
-                  f"{sum(r['bytes'] for r in rows):,d} bytes")
+    table = Table(title=escape(f"{info['format']} {_what(info['path'])} {info['path']}"),
+                  caption=f"{len(rows)} tensors, {sum(r['bytes'] for r in rows):,d} bytes")
     for col, just in (("name", "left"), ("shape", "left"), ("dtype", "left"), ("bytes", "right")):
         table.add_column(col, justify=just)
     for col in ("mean", "std", "min", "max", "non-finite") if stats else ():
@@ -115,6 +115,10 @@ def _rich_inspect(info: dict[str, Any]) -> None:
         console.print(f"note: {note}", markup=False, highlight=False)
     if info["meta"]:
         console.print(f"meta {json.dumps(info['meta'], sort_keys=True, default=str)}", markup=False, highlight=False)
+
+
+def _what(path: str) -> str:
+    return "folder" if os.path.isdir(path) else "file"  # a sharded snapshot is a folder, not a file
 
 
 def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
@@ -135,7 +139,8 @@ def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
             if r.get("nonfinite"):
                 line += f"  NONFINITE {r['nonfinite']}"
         print(line)
-    print(f"{len(rows)} tensors, {sum(r['bytes'] for r in rows):,d} bytes; {info['format']} file {info['path']}")
+    print(f"{len(rows)} tensors, {sum(r['bytes'] for r in rows):,d} bytes; {info['format']} {_what(info['path'])} "
+          f"{info['path']}")
     for note in info["notes"]:
         print(f"note: {note}")
     if info["meta"]:
@@ -224,9 +229,9 @@ def _plan_or_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-_SRC_HELP = ("a checkpoint in any format growstage reads: growstage .h5, Keras .weights.h5/.keras/.h5, "
-             ".npz, a TensorFlow checkpoint (directory or prefix), or a fit checkpoint directory "
-             "(its latest verified epoch-NNNN.h5)")
+_SRC_HELP = ("a checkpoint in any format growstage reads: growstage .h5 or sharded snapshot folder, Keras "
+             ".weights.h5/.keras/.h5, .npz, a TensorFlow checkpoint (directory or prefix), or a fit "
+             "checkpoint directory (its latest verified epoch-NNNN.h5 or epoch-NNNN/)")
 
 
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:

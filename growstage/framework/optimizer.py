@@ -262,6 +262,10 @@ def transfer_optimizer(source: Any, model: Any, report: Any, *, reset: bool = Fa
     if plan is None:
         raise GrowstageError("report: pass the Report that transfer() or rebuild() returned for this model "
                              f"(got {type(report).__name__})")
+    if not isinstance(source, dict) and not hasattr(source, "weights"):
+        raise GrowstageError(f"source: pass the old model (its optimizer built) or optimizer_state(old_model), "
+                             f"not a {type(source).__name__}; slots saved in a checkpoint come back through "
+                             "fit(..., checkpoint_dir=..., resume=True)")
     # a model on a mesh hands its slots over as device arrays: they are resized where they live
     state = source if isinstance(source, dict) else optimizer_state(source, device=on_mesh(source.weights))
     return transfer_optimizer_state(state, plan, model, reset=reset, new_entries=new_entries)

@@ -218,7 +218,12 @@ def _json_attr(obj, key: str, path: str, label: str):
 def _split_roles(ds, path: str, label: str) -> tuple[Any, Any]:
     """The split info and roles of a dataset, type-checked: a hand-edited string must not reach the planner."""
     split, roles = _json_attr(ds, "split", path, label), _json_attr(ds, "roles", path, label)
-    ndim = len(ds.shape)
+    check_split_roles(split, roles, len(ds.shape), path, label)
+    return split, tuple(roles) if roles is not None else None
+
+
+def check_split_roles(split: Any, roles: Any, ndim: int, path: str, label: str) -> None:
+    """Refuse split info or roles that are not one list per axis (shared with the sharded reader)."""
     ok_split = split is None or (isinstance(split, list) and len(split) == ndim and all(
         isinstance(a, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in a) for a in split))
     if not ok_split:
@@ -226,7 +231,6 @@ def _split_roles(ds, path: str, label: str) -> tuple[Any, Any]:
                                f"({ndim} axes): damaged or hand-edited")
     if roles is not None and not (isinstance(roles, list) and len(roles) == ndim and all(isinstance(r, str) for r in roles)):
         raise StoreError(path, f"roles of {label} are {roles!r}, not one name per axis: damaged or hand-edited")
-    return split, tuple(roles) if roles is not None else None
 
 
 def _read_layers(f: h5py.File, path: str) -> tuple[dict[str, dict[str, Param]], list[tuple]]:
@@ -276,7 +280,10 @@ def _header(f: h5py.File, path: str) -> tuple[int, str, dict]:
 
 
 def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
-    """Open a growstage HDF5 snapshot; params are read lazily via ``Param.read()``.
+    """Open a growstage snapshot, an HDF5 file or a sharded folder; params are read lazily via ``Param.read()``.
+
+    A sharded folder (``save(..., sharded=True)``) is read through
+    :func:`growstage.io.sharded_store.load_sharded`: its index checked before any block is read.
 
     The returned snapshot holds the file open until ``close()`` (or use it as a
     context manager).  A format v2 file whose names, split info, roles or metadata
@@ -294,6 +301,10 @@ def load(path: str | os.PathLike, *, allow_large: bool = False) -> Snapshot:
 
     if is_sharded_snapshot(path):
         return load_sharded(path)
+    if os.path.isdir(path):
+        raise StoreError(path, "a folder without index.json: not a sharded growstage snapshot (a copy that "
+                               "missed it?); give a snapshot file or folder (for a fit checkpoint_dir, its "
+                               "epoch-NNNN folder or file)")
     require_regular_file(path)
     try:
         f = h5py.File(path, "r")

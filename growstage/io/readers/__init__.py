@@ -112,11 +112,16 @@ def detect_format(path: str) -> str:
     if not path:
         raise StoreError("''", "an empty path; give a checkpoint file or directory")
     if os.path.isdir(path):
+        from growstage.io.sharded_checks import SHARD_NAME
         from growstage.io.sharded_store import is_sharded_snapshot
         from growstage.io.readers.hf_folder import is_hf_folder, missing_config
 
         if is_sharded_snapshot(path):
             return "growstage"
+        if any(SHARD_NAME.match(n) for n in os.listdir(path)):  # device-NNNNN.safetensors: not HF's shards
+            raise StoreError(path, "a sharded growstage snapshot's shard files without its index.json: a partial "
+                                   "copy (a killed writer leaves a .growstage-tmp- folder, never this name); "
+                                   "copy the whole folder again")
         if is_hf_folder(path):
             return "hf"
         if checkpoint_prefix(path):
