@@ -114,7 +114,7 @@ def _rich_inspect(info: dict[str, Any]) -> None:
     for note in info["notes"]:
         console.print(f"note: {note}", markup=False, highlight=False)
     if info["meta"]:
-        console.print(f"meta {json.dumps(info['meta'], sort_keys=True, default=str)}", markup=False, highlight=False)
+        console.print(_meta_line(info["meta"]), markup=False, highlight=False)
 
 
 def _what(path: str) -> str:
@@ -144,7 +144,18 @@ def _print_inspect(info: dict[str, Any], as_json: bool) -> None:
     for note in info["notes"]:
         print(f"note: {note}")
     if info["meta"]:
-        print(f"meta {json.dumps(info['meta'], sort_keys=True, default=str)}")
+        print(_meta_line(info["meta"]))
+
+
+def _meta_line(meta: dict[str, Any], longest: int = 120) -> str:
+    """The metadata as one line; a long value (a fit checkpoint's RNG state) is summarised, --json has it."""
+    parts = []
+    for key, value in sorted(meta.items()):
+        text = json.dumps(value, sort_keys=True, default=str)
+        if len(text) > longest:
+            text = f"<{len(text):,d} characters, see --json>"
+        parts.append(f"{json.dumps(key)}: {text}")
+    return "meta {" + ", ".join(parts) + "}"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -348,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("growstage: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `growstage inspect ... | head`: the reader left, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush stays quiet
+        return 141
 
 
 if __name__ == "__main__":

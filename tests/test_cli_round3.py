@@ -173,3 +173,22 @@ def test_strict_preserve_on_the_command_line(tmp_path, capsys, monkeypatch):
     assert "new: new layer: NOT function-preserving" in capsys.readouterr().out
     assert main(argv + ["--strict-preserve"]) == 2
     assert "new: fill 'preserve' cannot preserve the function (--strict-preserve)" in capsys.readouterr().err
+
+
+def test_python_m_growstage_a_closed_pipe_and_long_metadata(tmp_path):
+    """`python -m growstage` is the command; `inspect | head` ends quietly; an RNG state is summarised."""
+    state = list(range(600))  # as long as a fit checkpoint's RNG state
+    growstage.save({f"l{i}": {"kernel": np.ones((2, 2), "f4")} for i in range(3000)}, tmp_path / "s.h5",
+                   meta={"rng": state, "epoch": 3})
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "growstage", "inspect", "s.h5"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    meta = [line for line in r.stdout.splitlines() if line.startswith("meta ")]
+    assert len(meta) == 1 and '"epoch": 3' in meta[0] and "see --json" in meta[0] and "599" not in meta[0]
+    r = subprocess.run([sys.executable, "-m", "growstage", "inspect", "s.h5", "--json"], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=300)
+    assert json.loads(r.stdout)["meta"]["rng"] == state
+    shell = f"{sys.executable} -m growstage inspect s.h5 | head -n 1"
+    r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.stdout.count("\n") == 1 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
