@@ -380,6 +380,7 @@ def _transition(run: _Run, hist: GrowingHistory, loop: _Loop, stage: Stage, epoc
                  if model.optimizer is not None else None)
     report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
     report.notes.extend(run.notes)
+    report.plan = None  # kept in hist.transitions, it would keep every stage's values (its source) alive
     del model, snap, opt_state
     if run.release_traces and has_registry():
         # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry (JAX and
