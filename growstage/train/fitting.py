@@ -63,8 +63,7 @@ class GrowingHistory:
 
 
 def _scope(strategy: Any):
-    # Without an explicit strategy, building inherits the scope fit() was called in.
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()  # else: fit()'s caller's scope
 
 
 class _Run:
@@ -236,23 +235,27 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     loop = _Loop(x, y, fit_kwargs, epochs, checkpoint_dir, keep, on_epoch_end, prepare_ahead, preload_from_files)
     hist = GrowingHistory()
     if seed is not None:
-        # Keras seeds TensorFlow too and imports it on first use (also on JAX and PyTorch): imported inside the
-        # frozen heap, its ~200,000 objects would be walked by the first boundary's collection (1.3 s)
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(seed)  # which imports TensorFlow on any backend: not inside the frozen heap
     try:
-        with frozen_heap():  # before the resumed model exists: frozen, it would outlive its stage
-            loop.model, loop.current, start = (run.resume(checkpoint_dir, hist) if resume and checkpoint_dir
-                                               else (None, None, 0))
-            if loop.model is not None:
-                _settle(loop.model, loop)
-                rng.restore(loop.model, run.rng_state)  # the shuffle order and dropout go on where the run stopped
-            for epoch in range(start, epochs):
+        with frozen_heap():
+            for epoch in range(_start(run, loop, hist, checkpoint_dir if resume else None), epochs):
                 _epoch(run, loop, hist, epoch)
     finally:
         if loop.ahead is not None:
             loop.ahead.job.wait()  # no thread outlives fit, also when an epoch raised
     hist.model = loop.model
     return hist
+
+
+def _start(run: _Run, loop: "_Loop", hist: GrowingHistory, checkpoint_dir: str | None) -> int:
+    """The first epoch to run; a resumed run's model to ``loop`` (inside the frozen heap, or it outlives its stage)."""
+    if not checkpoint_dir:
+        return 0
+    loop.model, loop.current, start = run.resume(checkpoint_dir, hist)
+    if loop.model is not None:
+        _settle(loop.model, loop)
+        rng.restore(loop.model, run.rng_state)  # the shuffle order and dropout go on where the run stopped
+    return start
 
 
 def _settle(model: Any, loop: "_Loop") -> None:
@@ -276,8 +279,7 @@ class _Loop:
     prepare_ahead: bool
     preload_from_files: dict | None
     ahead: Ahead | None = None  # the next stage's preparation under way
-    # the model and its stage: held here only, so that a boundary can drop the old model's last reference
-    model: Any = None
+    model: Any = None  # held here only, so that a boundary can drop the old model's last reference
     current: Stage | None = None
 
 
