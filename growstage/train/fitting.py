@@ -53,7 +53,7 @@ from growstage.engine.writing import apply
 
 @dataclass
 class GrowingHistory:
-    """Per-epoch logs, the transitions with their reports, and the final model."""
+    """Per-epoch logs, the transitions with their reports (no ``plan``: it holds old values), the final model."""
 
     epochs: list[dict] = field(default_factory=list)
     transitions: list[dict] = field(default_factory=list)
