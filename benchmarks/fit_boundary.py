@@ -13,7 +13,11 @@ counts the old model's variables (weights and optimizer slots) still alive after
 the boundary freed them.
 Prints the medians of each and their ratios.
 
-    KERAS_BACKEND=jax python benchmarks/fit_boundary.py --repeats 3
+    KERAS_BACKEND=jax python benchmarks/fit_boundary.py --repeats 5
+    OMP_NUM_THREADS=1 KERAS_BACKEND=torch python benchmarks/fit_boundary.py --repeats 3
+
+(one OpenMP thread: with PyTorch's default threads on a loaded machine, building a model spikes to
+seconds now and then, on both sides).
 """
 from __future__ import annotations
 
