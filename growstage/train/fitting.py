@@ -53,7 +53,7 @@ from growstage.engine.writing import apply
 
 @dataclass
 class GrowingHistory:
-    """Per-epoch logs, the transitions with their reports, and the final model."""
+    """Per-epoch logs, the transitions with their reports (no ``plan``: it holds old values), the final model."""
 
     epochs: list[dict] = field(default_factory=list)
     transitions: list[dict] = field(default_factory=list)
@@ -63,8 +63,7 @@ class GrowingHistory:
 
 
 def _scope(strategy: Any):
-    # Without an explicit strategy, building inherits the scope fit() was called in.
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()  # else: fit()'s caller's scope
 
 
 class _Run:
@@ -235,19 +234,28 @@ def fit(schedule: Schedule, x: Any = None, y: Any = None, *, epochs: int, compil
     run.data, run.run_id = data_digest(x, y, fit_kwargs.get("batch_size")), run_id
     loop = _Loop(x, y, fit_kwargs, epochs, checkpoint_dir, keep, on_epoch_end, prepare_ahead, preload_from_files)
     hist = GrowingHistory()
-    model, current, start = run.resume(checkpoint_dir, hist) if resume and checkpoint_dir else (None, None, 0)
-    if model is not None:
-        _settle(model, loop)
-        rng.restore(model, run.rng_state)  # the shuffle order and dropout go on where the run stopped
+    if seed is not None:
+        keras.utils.set_random_seed(seed)  # which imports TensorFlow on any backend: not inside the frozen heap
     try:
         with frozen_heap():
-            for epoch in range(start, epochs):
-                model, current = _epoch(run, loop, hist, model, current, epoch)
+            for epoch in range(_start(run, loop, hist, checkpoint_dir if resume else None), epochs):
+                _epoch(run, loop, hist, epoch)
     finally:
         if loop.ahead is not None:
             loop.ahead.job.wait()  # no thread outlives fit, also when an epoch raised
-    hist.model = model
+    hist.model = loop.model
     return hist
+
+
+def _start(run: _Run, loop: "_Loop", hist: GrowingHistory, checkpoint_dir: str | None) -> int:
+    """The first epoch to run; a resumed run's model to ``loop`` (inside the frozen heap, or it outlives its stage)."""
+    if not checkpoint_dir:
+        return 0
+    loop.model, loop.current, start = run.resume(checkpoint_dir, hist)
+    if loop.model is not None:
+        _settle(loop.model, loop)
+        rng.restore(loop.model, run.rng_state)  # the shuffle order and dropout go on where the run stopped
+    return start
 
 
 def _settle(model: Any, loop: "_Loop") -> None:
@@ -271,18 +279,19 @@ class _Loop:
     prepare_ahead: bool
     preload_from_files: dict | None
     ahead: Ahead | None = None  # the next stage's preparation under way
+    model: Any = None  # held here only, so that a boundary can drop the old model's last reference
+    current: Stage | None = None
 
 
-def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, model: Any, current: Stage | None,
-           epoch: int) -> tuple[Any, Stage]:
+def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, epoch: int) -> None:
     """One epoch of :func:`fit`: the transition before it, the next stage's preparation, the epoch."""
     stage = run.schedule.stage_for_epoch(epoch)
-    if model is None:
-        model, current = run.first_model(stage, loop.preload_from_files), stage
-    elif stage.index != current.index:
-        ahead, loop.ahead = loop.ahead, None
-        use = ahead if ahead is not None and ahead.stage.index == stage.index else None
-        model, current = _transition(run, hist, model, current, stage, epoch, use), stage
+    if loop.model is None:
+        loop.model, loop.current = run.first_model(stage, loop.preload_from_files), stage
+    elif stage.index != loop.current.index:
+        loop.model = _transition(run, hist, loop, stage, epoch)
+        loop.current = stage
+    model = loop.model
     if loop.prepare_ahead and loop.ahead is None:
         nxt = next_rebuild(run.schedule, epoch, loop.epochs, stage)
         loop.ahead = Ahead(run, model, nxt) if nxt is not None else None
@@ -301,7 +310,6 @@ def _epoch(run: _Run, loop: _Loop, hist: GrowingHistory, model: Any, current: St
                                "rng": rng.capture(model)})  # the shuffle order and dropout go on from here
     if loop.on_epoch_end is not None:
         loop.on_epoch_end(epoch, model, logs)
-    return model, current
 
 
 def _next_model(run: _Run, model: Any, stage: Stage, ahead: Ahead | None) -> tuple[Any, Any, bool]:
@@ -323,7 +331,7 @@ def _next_model(run: _Run, model: Any, stage: Stage, ahead: Ahead | None) -> tup
 
 
 def _kept(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int, t0: float,
-          ahead: Ahead | None = None, ahead_used: bool = False) -> Any:
+          waited: float = 0.0, ahead_used: bool = False) -> Any:
     """A stage that keeps the model.  New frozen layers (or layers no longer frozen) or a new
     learning rate recompile it; the new optimizer continues the old one's state and, without a
     rate of its own, the learning-rate schedule of the growth before (a warm-up goes on)."""
@@ -338,37 +346,43 @@ def _kept(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage,
                 run.lr_shift = restore_lr(model.optimizer, lr_settings(before))
     for note in run.notes:
         run.say(note)
-    _record(hist, epoch, stage, t0, None, ahead, ahead_used, notes=list(run.notes))
+    _record(hist, epoch, stage, t0, None, waited, ahead_used, notes=list(run.notes))
     return model
 
 
 def _record(hist: GrowingHistory, epoch: int, stage: Stage, t0: float, report: Report | None,
-            ahead: Ahead | None, ahead_used: bool, notes: list[str] | None = None) -> float:
+            waited: float, ahead_used: bool, notes: list[str] | None = None) -> float:
     """One entry of ``hist.transitions``; returns its seconds (the pause)."""
     dt = time.perf_counter() - t0
     entry = {"epoch": epoch, "stage": stage.index, "rebuilt": report is not None, "report": report, "seconds": dt,
-             "prepared_ahead": ahead_used, "waited": ahead.waited if ahead is not None else 0.0}
+             "prepared_ahead": ahead_used, "waited": waited}
     if report is None:
         entry["notes"] = notes or []  # a kept model has no report to hold them
     hist.transitions.append(entry)
     return dt
 
 
-def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: Stage, epoch: int,
-                ahead: Ahead | None = None) -> Any:
+def _transition(run: _Run, hist: GrowingHistory, loop: _Loop, stage: Stage, epoch: int) -> Any:
+    """The model of ``stage`` from ``loop.model``; a rebuild frees the old model before it returns."""
     t0 = time.perf_counter()
+    old, ahead, loop.ahead = loop.current, loop.ahead, None
+    ahead = ahead if ahead is not None and ahead.stage.index == stage.index else None
     run.notes = list(stage.notes)
     if stage.spec_key() == old.spec_key():
-        return _kept(run, hist, model, old, stage, epoch, t0)
-    new, pending, ahead_used = _next_model(run, model, stage, ahead)
+        return _kept(run, hist, loop.model, old, stage, epoch, t0)
+    new, pending, ahead_used = _next_model(run, loop.model, stage, ahead)
+    waited = ahead.waited if ahead is not None else 0.0
+    del ahead  # its lazy snapshot reads the old model's variables
     if new is None:
         run.say(f"stage {stage.index}: same architecture as stage {old.index}; no rebuild")
-        return _kept(run, hist, model, old, stage, epoch, t0, ahead, ahead_used)
+        return _kept(run, hist, loop.model, old, stage, epoch, t0, waited, ahead_used)
+    model, loop.model = loop.model, None  # from here on the old model's last references outside its cycles
     snap = snapshot(model, allow_auto_names=run.allow_auto_names)
     opt_state = (optimizer_state(model, allow_auto_names=run.allow_auto_names, device=True)
                  if model.optimizer is not None else None)
     report = run.transfer(snap, opt_state, new, stage, exact=False, pending=pending)
     report.notes.extend(run.notes)
+    report.plan = None  # kept in hist.transitions, it would keep every stage's values (its source) alive
     del model, snap, opt_state
     if run.release_traces and has_registry():
         # the old stage's traced steps, now unreachable but for TensorFlow's gradient registry (JAX and
@@ -378,7 +392,8 @@ def _transition(run: _Run, hist: GrowingHistory, model: Any, old: Stage, stage: 
         run.mark = registry_mark()
     gc.collect()
     hist.rebuilds += 1
-    dt = _record(hist, epoch, stage, t0, report, ahead, ahead_used)
-    run.say(f"stage {stage.index} from epoch {epoch}: rebuilt {new.name} ({new.count_params()} params) "
-            f"in {dt:.2f}s{' (prepared ahead)' if ahead_used else ''}\n{report.table()}")
+    dt = _record(hist, epoch, stage, t0, report, waited, ahead_used)
+    if run.log is not None:  # the table takes longer to render than the copy it describes
+        run.say(f"stage {stage.index} from epoch {epoch}: rebuilt {new.name} ({new.count_params()} params) "
+                f"in {dt:.2f}s{' (prepared ahead)' if ahead_used else ''}\n{report.table()}")
     return new
