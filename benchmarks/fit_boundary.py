@@ -4,7 +4,8 @@ A 2-layer LSTM (32 units) grows to 3 layers after one epoch.  Like with like: ev
 in a fresh process (``--child``), interleaved: a ``fit`` process whose boundary pause is
 ``hist.transitions[0]["seconds"]``, then a ``rebuild`` process that trains the same 2-layer model for
 the same epoch and times ``rebuild`` of the same transition (deferred init, transfer, the new model
-compiled as fit compiles it).  Each process does it twice: the first of a process pays what a process
+compiled as fit compiles it), then ``transfer_optimizer`` (Adam's slots, which a fit boundary carries)
+timed apart.  Each process does it twice: the first of a process pays what a process
 does once (JAX's first compilations of the new shapes, lazily imported modules), the second does not.
 The rebuild process then frees the old model as a hand-written loop would (``del old; gc.collect()``),
 timed apart: a fit boundary frees it too (in a heap ``fit`` froze), ``rebuild`` alone does not.
@@ -90,21 +91,24 @@ def child_rebuild() -> dict:
 
     x, y = _data()
     keras.utils.set_random_seed(0)  # as fit(seed=0) does (it imports TensorFlow, as there)
-    seconds, freeing = [], []
+    seconds, carrying, freeing = [], [], []
     for _ in range(ROUNDS):
         old = build(type("S", (), {"spec": 2})())
         _compile(old)
         old.fit(x, y, epochs=1, verbose=0, batch_size=8)
         t0 = time.perf_counter()
-        new, _ = growstage.rebuild(lambda: build(type("S", (), {"spec": 3})()), old, mode="subset",
-                                   allow_new_layers=True)
+        new, report = growstage.rebuild(lambda: build(type("S", (), {"spec": 3})()), old, mode="subset",
+                                        allow_new_layers=True)
         _compile(new)
         seconds.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        growstage.transfer_optimizer(old, new, report)  # a fit boundary carries Adam's slots too
+        carrying.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         del old  # what a hand-written loop does to free the old model, which a fit boundary does too
         gc.collect()
         freeing.append(time.perf_counter() - t0)
-    return {"seconds": seconds, "freeing": freeing}
+    return {"seconds": seconds, "carrying": carrying, "freeing": freeing}
 
 
 def _run_child(kind: str) -> dict:
@@ -123,21 +127,24 @@ def main() -> None:
     if args.child:
         print(json.dumps(child_fit() if args.child == "fit" else child_rebuild()))
         return
-    fits, rebuilds, freeing, alive = [], [], [], []
+    fits, rebuilds, carrying, freeing, alive = [], [], [], [], []
     for _ in range(args.repeats):
         f = _run_child("fit")
         fits.append(f["seconds"])
         alive.extend(f["alive"])
         r = _run_child("rebuild")
         rebuilds.append(r["seconds"])
+        carrying.append(r["carrying"])
         freeing.append(r["freeing"])
     print(f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}, medians of {args.repeats} process pairs:")
     for i, what in enumerate(["first of a process", "later"]):
         f, r = statistics.median(v[i] for v in fits), statistics.median(v[i] for v in rebuilds)
+        c = statistics.median(v[i] + w[i] for v, w in zip(rebuilds, carrying))
         d = statistics.median(v[i] for v in freeing)
         print(f"  {what}: fit boundary {f:.3f} s, rebuild {r:.3f} s, ratio {f / r:.1f}x "
               f"(fit {[round(v[i], 3) for v in fits]}, rebuild {[round(v[i], 3) for v in rebuilds]}); "
-              f"rebuild + freeing the old model by hand (del, gc.collect()) {r + d:.3f} s, ratio {f / (r + d):.1f}x")
+              f"rebuild + transfer_optimizer (what the boundary does) {c:.3f} s, ratio {f / c:.1f}x; "
+              f"+ freeing the old model by hand (del, gc.collect()) {c + d:.3f} s, ratio {f / (c + d):.1f}x")
     print(f"  old model's variables alive after the boundary (automatic gc off): {alive}")
 
 
