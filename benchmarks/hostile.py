@@ -4,6 +4,8 @@
     python benchmarks/hostile.py --mutations 700 --flips 200 --seed 1
     python benchmarks/hostile.py --surfaces              # writers, CLI paths, FromCheckpoint configs,
                                                          # net dicts, safetensors (benchmarks/hostile_surfaces.py)
+    python benchmarks/hostile.py --mutations 0 --flips 0 --splices 2000   # blocks spliced before attributes
+    python benchmarks/hostile.py ... --without-heap-check  # the same with the global heap check off (the hangs)
 
 Every case is opened and fully read (``open_checkpoint`` + ``read`` of every tensor, or
 ``latest_checkpoint`` for bit flips in checkpoint directories) by a worker process, so a
@@ -140,6 +142,52 @@ def _mutations(bases: dict[str, str], d: str, n: int, rnd: random.Random) -> dic
     return out
 
 
+_ATTRS = (b"name", b"format", b"meta", b"crc32", b"split", b"roles", b"weight_names", b"layer_names",
+          b"keras_version", b"backend", b"model_config", b"training_config")
+
+
+def _splices(bases: dict[str, str], d: str, n: int, rnd: random.Random) -> dict[str, str]:
+    """``n`` HDF5 files with a 512- to 2048-byte block (zeros, random bytes, an HDF5 signature block, a copy
+    of other bytes of the file) inserted or written just before one of their attributes (issue 26)."""
+    if not n:
+        return {}
+    import keras
+
+    legacy = os.path.join(d, "k2.h5")  # Keras 2's .h5 layout (Keras 3 still writes it for a .h5 name)
+    keras.saving.load_model(bases["keras"]).save(legacy)
+    files = {"growstage": bases["growstage"], "keras3": bases["keras3"], "keras": bases["keras"], "keras2": legacy}
+    out = {}
+    for i in range(n):
+        kind = rnd.choice(sorted(files))
+        src = files[kind]
+        data = (zipfile.ZipFile(src).read("model.weights.h5") if kind == "keras" else open(src, "rb").read())
+        spots = sorted({j for a in _ATTRS for j in _find_all(data, a)})
+        at = max(0, rnd.choice(spots) - rnd.choice([0, 2, 4, 8, 16, 24, 32, 48]))
+        size, fill, how = rnd.choice([512, 512, 1024, 2048]), rnd.choice(["zeros", "random", "sig", "copy"]), \
+            rnd.choice(["insert", "insert", "overwrite"])
+        sig = data.find(b"\x89HDF")
+        block = {"zeros": bytes(size), "random": bytes(rnd.randrange(256) for _ in range(size)),
+                 "sig": data[sig:sig + size], "copy": data[(c := rnd.randrange(len(data) - size)):c + size]}[fill]
+        data = data[:at] + block.ljust(size, b"\0") + data[at + (size if how == "overwrite" else 0):]
+        dst = os.path.join(d, f"s{i}-" + os.path.basename(src))
+        if kind == "keras":
+            with zipfile.ZipFile(dst, "w") as z:
+                z.writestr("model.weights.h5", data)
+                z.writestr("config.json", zipfile.ZipFile(src).read("config.json"))
+        else:
+            open(dst, "wb").write(data)
+        out[f"splice {i} ({kind}, {how} {size} {fill} at {at})"] = dst
+    return out
+
+
+def _find_all(data: bytes, what: bytes) -> list[int]:
+    found, at = [], data.find(what)
+    while at >= 0:
+        found.append(at)
+        at = data.find(what, at + 1)
+    return found
+
+
 def _flips(d: str, n: int, rnd: random.Random) -> dict[str, str]:
     """``n`` checkpoint directories whose newest file has one flipped bit."""
     import growstage
@@ -182,6 +230,10 @@ def worker() -> None:
     from growstage.io.checkpoint_dir import latest_checkpoint
 
     warnings.simplefilter("ignore")
+    if "--without-heap-check" in sys.argv:  # to measure what the check catches
+        import growstage.io.hdf5_guard as guard
+
+        guard.refuse_bad_heaps = lambda *a, **k: None
     for line in sys.stdin:
         path = json.loads(line)
         arrays = []
@@ -206,7 +258,8 @@ def worker() -> None:
 
 def _start() -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    flags = ["--without-heap-check"] if "--without-heap-check" in sys.argv else []
+    return subprocess.Popen([sys.executable, __file__, "--worker"] + flags, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
 
 
@@ -234,6 +287,8 @@ def main() -> int:
     ap.add_argument("--flips", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--splices", type=int, default=0, help="HDF5 files with a block spliced before an attribute")
+    ap.add_argument("--without-heap-check", action="store_true", help="the worker skips the global heap check")
     ap.add_argument("--surfaces", action="store_true", help="the surfaces around the readers (issue 26) only")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -258,7 +313,7 @@ def main() -> int:
     bases = _bases(d)
     hf = _hf_cases(d, secret)
     cases = {**_hand_built(d, secret), **{n: f for n, (f, _) in hf.items()}, **_mutations(bases, d, args.mutations, rnd),
-             **_flips(d, args.flips, rnd)}
+             **_flips(d, args.flips, rnd), **_splices(bases, d, args.splices, rnd)}
     proc, counts, bad, peak = _start(), {}, [], 0
     t0 = time.perf_counter()
     for name, path in cases.items():
@@ -270,7 +325,7 @@ def main() -> int:
         if key in ("escape", "crash", "hang") or res["outside"] or (name in hf and key != hf[name][1]) \
                 or (name.startswith("flip") and key == "loaded" and "padding" not in name):
             bad.append(f"{name}: {res['outcome']}{' (outside read)' if res['outside'] else ''}")
-        if not name.startswith(("mutation", "flip")):
+        if not name.startswith(("mutation", "flip", "splice")):
             print(f"{name:32s} {res['outcome']}")
     proc.stdin.close()
     proc.wait()

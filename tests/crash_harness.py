@@ -12,10 +12,12 @@ reported; and after ``latest_checkpoint`` no temporary file is left.
     python tests/crash_harness.py --bitflips 50            # flip a bit in the newest checkpoint, then resume
     python tests/crash_harness.py --prepare-ahead 200      # kill fit(prepare_ahead=True) at growth epochs, resume
 
-``--prepare-ahead``: a growing ``fit(prepare_ahead=True)`` run is killed with SIGKILL while the
-epoch before a rebuild trains (the background thread is preparing the next stage), at a random
-moment; a fresh process resumes it (``resume=True``, prepare_ahead again) and must exit normally
-(no signal: a SIGSEGV counts as a crash) and end bit-identical to an uninterrupted run.
+``--prepare-ahead``: a growing ``fit(prepare_ahead=True)`` run is killed with SIGKILL around a
+rebuild, by turns inside the epoch before it (the background thread is preparing the next stage),
+just after that epoch's checkpoint (the rebuild itself), or inside that epoch with the resuming
+process killed too; a fresh process resumes it (``resume=True``, prepare_ahead again) and must exit
+normally (no signal: a SIGSEGV counts as a crash; faulthandler prints its stack) and end
+bit-identical to an uninterrupted run.
 
 ``--bitflips``: a growing ``fit`` run is cut short after a random epoch, one random bit of its
 newest checkpoint is flipped, and ``fit(resume=True)`` must resume from the newest intact
@@ -227,8 +229,27 @@ def _ahead_proc(directory: str, resume: bool, out: str | None = None) -> subproc
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def prepare_ahead_kills(kills: int, seed: int = 0, log=print) -> list[str]:
-    """Kill fit(prepare_ahead=True) during an epoch before a rebuild, resume, compare; returns the failures."""
+PHASES = ("epoch", "boundary", "resume")  # where a --prepare-ahead kill lands (see prepare_ahead_kills)
+
+
+def _kill_after(p: subprocess.Popen, epoch: int, delay: float) -> None:
+    """Kill ``p`` ``delay`` seconds after it says epoch ``epoch`` finished (-1: after it started)."""
+    if epoch >= 0:
+        for line in p.stdout:
+            if int(line) == epoch:
+                break
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+
+
+def prepare_ahead_kills(kills: int, seed: int = 0, log=print, phases: tuple = PHASES) -> list[str]:
+    """Kill fit(prepare_ahead=True) around a rebuild, resume, compare; returns the failures.
+
+    Each kill lands, by turns, in one of ``phases``: ``epoch``: inside the epoch before a rebuild (the
+    thread preparing the next stage); ``boundary``: just after that epoch's checkpoint (the rebuild taking
+    the prepared model, the old model's traces released); ``resume``: as ``epoch``, then the resuming
+    process is killed as well, early (while its first epoch traces beside the thread), and resumed again."""
     import shutil
 
     rnd = random.Random(seed)
@@ -241,24 +262,28 @@ def prepare_ahead_kills(kills: int, seed: int = 0, log=print) -> list[str]:
     failures, t0 = [], time.perf_counter()
     for k in range(kills):
         d = tempfile.mkdtemp(prefix="growstage-ahead-")
-        before = rnd.choice([1, 3, 5])  # the epoch before a rebuild: the thread prepares the next stage
-        p = _ahead_proc(d, False)
-        for line in p.stdout:  # wait for the epoch before it, then kill inside epoch ``before``
-            if int(line) == before - 1:
-                break
-        time.sleep(rnd.uniform(0.0, 0.6))
-        p.send_signal(signal.SIGKILL)
-        p.communicate()
+        before, phase = rnd.choice([1, 3, 5]), phases[k % len(phases)]  # the epoch before a rebuild
+        if phase == "boundary":
+            _kill_after(_ahead_proc(d, False), before, rnd.uniform(0.0, 0.3))
+        else:
+            _kill_after(_ahead_proc(d, False), before - 1, rnd.uniform(0.0, 0.6))
+        if phase == "resume":
+            first = _ahead_proc(d, True)
+            _kill_after(first, -1, rnd.uniform(2.0, 8.0))  # importing TensorFlow alone takes about 2 s
+            if first.returncode not in (-signal.SIGKILL, 0):
+                failures.append(f"kill {k} ({phase}, epoch {before}): the first resume exited with {first.returncode}")
         r = _ahead_proc(d, True, os.path.join(d, "final.npz"))
         _, err = r.communicate()
         if r.returncode != 0:
-            failures.append(f"kill {k} (epoch {before}): the resume exited with {r.returncode}: {err.decode()[-3000:]}")
+            failures.append(f"kill {k} ({phase}, epoch {before}): the resume exited with {r.returncode}: "
+                            f"{err.decode()[-3000:]}")
         else:
             got = dict(np.load(os.path.join(d, "final.npz")))
             if got.keys() != want.keys() or any(not np.array_equal(got[n], want[n]) for n in want):
-                failures.append(f"kill {k} (epoch {before}): the resumed run differs from an uninterrupted one")
+                failures.append(f"kill {k} ({phase}, epoch {before}): the resumed run differs from an uninterrupted one")
         shutil.rmtree(d, ignore_errors=True)
-        log(f"kill {k}: {'ok' if len(failures) == 0 or not failures[-1].startswith(f'kill {k} ') else 'FAILED'}")
+        log(f"kill {k} ({phase}, epoch {before}): "
+            f"{'FAILED' if failures and failures[-1].startswith(f'kill {k} ') else 'ok'}")
     shutil.rmtree(ref_dir, ignore_errors=True)
     log(f"{kills} prepare_ahead kills then resume in {time.perf_counter() - t0:.0f} s: {len(failures)} failures")
     return failures

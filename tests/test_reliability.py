@@ -25,6 +25,16 @@ def test_sigkill_during_writes_never_leaves_a_bad_file(tmp_path):
     assert stats["mid_write"] > 0, "no kill landed during a write: the harness tested nothing"
 
 
+@pytest.mark.tf_only
+def test_prepare_ahead_killed_then_its_resume_killed_resumes_bit_identical():
+    # the harness's hardest turn, once (python tests/crash_harness.py --prepare-ahead 200 runs all three):
+    # fit(prepare_ahead=True) killed in the epoch before a rebuild, the resuming process killed early
+    # (its first epoch tracing beside the thread), resumed again: a normal exit (no SIGSEGV), bit-identical
+    seen: list[str] = []
+    assert crash_harness.prepare_ahead_kills(1, seed=5, log=seen.append, phases=("resume",)) == []
+    assert seen[0].startswith("kill 0 (resume, epoch ") and seen[0].endswith(": ok")
+
+
 
 def test_two_writers_one_directory_and_a_reader_never_sees_half_a_file(tmp_path):
     directory = str(tmp_path)

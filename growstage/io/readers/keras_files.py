@@ -214,7 +214,7 @@ def _open_h5(path: str, source: Any, allow_large: bool = False) -> h5py.File:
     except Exception as e:
         raise StoreError(path, f"not a readable HDF5 file ({e})") from None
     try:
-        refuse_risky(f, path, allow_large=allow_large)
+        refuse_risky(f, path, allow_large=allow_large, source=source)
     except BaseException:
         f.close()
         raise
