@@ -230,14 +230,11 @@ class ShardedArray:
         self.dtype = _dtype(entry["dtype"])
         self._label = f"{entry['layer']}/{entry['param']}"
 
-    def _block(self, b: dict) -> np.ndarray:
-        lo = [int(x[0]) for x in b["bounds"]]
-        hi = [int(x[1]) for x in b["bounds"]]
-        block_shape = tuple(h - l for l, h in zip(lo, hi))
+    def _block(self, b: dict, f: Any) -> np.ndarray:
+        """Block ``b`` from its open file ``f``, whose header :meth:`_checked` has already checked."""
+        block_shape = tuple(int(x[1]) - int(x[0]) for x in b["bounds"])
         try:
-            arr = self._checked(b, block_shape).get_tensor(b["key"])
-        except StoreError:
-            raise
+            arr = f.get_tensor(b["key"])
         except Exception as e:  # safetensors raises its own error types on damage
             raise StoreError(self._folder, f"cannot read param {self._label} from {b['file']}: {e}") from None
         if _crc(arr) != int(b["crc32"]):
@@ -271,12 +268,11 @@ class ShardedArray:
             if any(lo >= hi for lo, hi in inter) and math.prod(z - a for a, z in bounds):
                 continue
             # every header before the allocation: a shape the files do not back never reaches np.empty
-            self._checked(b, tuple(int(x[1]) - int(x[0]) for x in b["bounds"]))
-            todo.append((b, inter))
+            todo.append((b, inter, self._checked(b, tuple(int(x[1]) - int(x[0]) for x in b["bounds"]))))
         out = np.empty(tuple(b - a for a, b in bounds), self.dtype)
         covered = 0
-        for b, inter in todo:
-            block = self._block(b)
+        for b, inter, f in todo:
+            block = self._block(b, f)
             src = tuple(slice(lo - int(x[0]), hi - int(x[0])) for (lo, hi), x in zip(inter, b["bounds"]))
             dst = tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(inter, bounds))
             out[dst] = block[src]
