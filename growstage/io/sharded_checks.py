@@ -9,7 +9,7 @@ uninitialised memory.  Shard files must be regular files directly in the folder 
 it, no FIFO that would block the reader forever).  The writer replaces an existing folder only when
 it holds a growstage sharded snapshot and nothing else.
 
-numpy-free: the io layer.
+The io layer: plain file I/O, JSON and numpy, no framework.
 
 >>> check_tiling("f", "w", (4, 8), [[[0, 4], [0, 4]], [[0, 4], [4, 8]]])
 >>> try:
@@ -26,6 +26,8 @@ import os
 import re
 import stat
 from typing import Any
+
+import numpy as np
 
 from growstage.core.errors import StoreError
 
@@ -60,8 +62,6 @@ def regular_file(folder: str, name: Any, what: str) -> str:
 
 def check_tiling(folder: str, label: str, shape: tuple[int, ...], bounds: list) -> None:
     """Refuse blocks that do not tile ``shape`` exactly: each inside it, no overlap, no hole."""
-    import numpy as np
-
     cuts = [sorted({0, d} | {b[a][0] for b in bounds} | {b[a][1] for b in bounds}) for a, d in enumerate(shape)]
     cells = math.prod(len(c) - 1 for c in cuts)
     total = math.prod(shape)
